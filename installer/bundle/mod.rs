@@ -1,0 +1,1 @@
+//! The offline bundle: an OCI image layout plus a signed `bundle.yaml` that pins every artifact.

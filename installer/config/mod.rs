@@ -1,0 +1,1 @@
+//! The cluster file: k0sctl's `Cluster` format plus airlock's own section.

@@ -1,0 +1,1 @@
+//! The ordered, named phases of `apply` and `upgrade`.

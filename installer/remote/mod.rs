@@ -1,0 +1,1 @@
+//! SSH sessions to the hosts: commands, uploads and host locks.
