@@ -104,8 +104,8 @@ fn even_hosts_log_in_as_ops_with_sudo() {
 }
 
 #[test]
-fn stopped_host_refuses_connections_until_started() {
-    let Some(lab) = Lab::start("stopped_host_refuses_connections_until_started", 2) else {
+fn stopped_host_rejects_connections_until_started() {
+    let Some(lab) = Lab::start("stopped_host_rejects_connections_until_started", 2) else {
         return;
     };
     let stop = lab.run(&["stop", "lab-2"]);

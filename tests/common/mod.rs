@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod double;
+
 /// Where concurrently running test processes claim lab subnets, one directory per subnet.
 const SUBNET_CLAIMS: &str = "/tmp/airlock-lab-subnet-claims";
 
@@ -184,8 +186,18 @@ impl Lab {
         command: &str,
         connect_timeout_seconds: u32,
     ) -> Output {
+        self.ssh_command(host, user, connect_timeout_seconds)
+            .arg(command)
+            .output()
+            .expect("run ssh")
+    }
+
+    /// The real OpenSSH client set up for a host with the lab's key and known_hosts; the caller
+    /// adds the remote command.
+    pub fn ssh_command(&self, host: &str, user: &str, connect_timeout_seconds: u32) -> Command {
         let host = self.host(host);
-        Command::new("ssh")
+        let mut command = Command::new("ssh");
+        command
             .args(["-F", "/dev/null", "-i"])
             .arg(self.key_path())
             .arg("-o")
@@ -204,10 +216,8 @@ impl Lab {
             .arg(format!("ConnectTimeout={connect_timeout_seconds}"))
             .arg("-p")
             .arg(host.port.to_string())
-            .arg(format!("{user}@{}", host.address))
-            .arg(command)
-            .output()
-            .expect("run ssh")
+            .arg(format!("{user}@{}", host.address));
+        command
     }
 }
 

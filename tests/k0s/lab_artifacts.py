@@ -6,7 +6,6 @@ The output is deterministic: the same input gives the same bytes, so bundle dige
 pinned.
 """
 
-import argparse
 import hashlib
 import os
 import sys
@@ -22,26 +21,24 @@ def double_versions():
     return sorted(name[len("k0s-") :] for name in os.listdir(BIN) if name.startswith("k0s-v"))
 
 
-def main():
-    parser = argparse.ArgumentParser(prog="scripts/lab-artifacts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("outdir", nargs="?", default="target/lab-artifacts", help="output folder (default: target/lab-artifacts)")
-    parser.add_argument("--images", metavar="ARCHIVE", help="write only this OCI archive, holding the images given as REFERENCE arguments")
-    parser.add_argument("references", nargs="*", metavar="REFERENCE", help="image references for --images")
-    arguments = parser.parse_args()
-
-    if arguments.images:
-        if not arguments.references:
-            parser.error("--images needs at least one image reference")
-        os.makedirs(os.path.dirname(os.path.abspath(arguments.images)), exist_ok=True)
-        oci.write_archive(arguments.images, arguments.references)
-        print(arguments.images)
+def main(argv):
+    if argv and argv[0] == "--images":
+        if len(argv) < 3:
+            print("usage: scripts/lab-artifacts --images ARCHIVE REFERENCE...", file=sys.stderr)
+            return 2
+        archive, references = argv[1], argv[2:]
+        os.makedirs(os.path.dirname(os.path.abspath(archive)), exist_ok=True)
+        oci.write_archive(archive, references)
+        print(archive)
         return 0
-    if arguments.references:
-        parser.error("image references are only accepted with --images")
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        print("usage: scripts/lab-artifacts [OUTDIR] | --images ARCHIVE REFERENCE...", file=sys.stderr)
+        return 2
 
-    os.makedirs(arguments.outdir, exist_ok=True)
+    outdir = argv[0] if argv else "target/lab-artifacts"
+    os.makedirs(outdir, exist_ok=True)
     for version in double_versions():
-        path = os.path.join(arguments.outdir, "k0s-airgap-bundle-%s-amd64.tar" % version)
+        path = os.path.join(outdir, "k0s-airgap-bundle-%s-amd64.tar" % version)
         oci.write_archive(path, versions.system_images(version))
         with open(path, "rb") as file:
             digest = hashlib.sha256(file.read()).hexdigest()
@@ -50,4 +47,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -143,10 +143,10 @@ def reconcile_charts(service):
         if waiting or not reports[key]["found"]:
             continue
         values_text = spec.get("values") or ""
-        wanted = hashlib.sha256((reports[key]["sha256"] + values_text + spec.get("namespace", "")).encode()).hexdigest()
-        if status.get("valuesHash") == wanted and not status.get("error"):
+        expected = hashlib.sha256((reports[key]["sha256"] + values_text + spec.get("namespace", "")).encode()).hexdigest()
+        if status.get("valuesHash") == expected and not status.get("error"):
             continue
-        _install_chart(service, chart, key, wanted)
+        _install_chart(service, chart, key, expected)
 
     _remove_orphaned_releases(service)
 
@@ -168,7 +168,7 @@ def _set_chart_status(service, key, status, error, missing_on=None):
     service.log("error", "chart %s: %s" % (key, error))
 
 
-def _install_chart(service, chart, key, wanted_hash):
+def _install_chart(service, chart, key, expected_hash):
     spec = chart["spec"]
     release = spec.get("releaseName") or chart["metadata"]["name"]
     namespace = spec.get("namespace") or "default"
@@ -216,7 +216,7 @@ def _install_chart(service, chart, key, wanted_hash):
             "appVersion": str(meta.get("appVersion", "")),
             "revision": previous.get("revision", 0) + 1,
             "updated": rfc3339(),
-            "valuesHash": wanted_hash if not errors else "",
+            "valuesHash": expected_hash if not errors else "",
             "error": "; ".join(errors),
         }
         service.cluster.save_objects(store)

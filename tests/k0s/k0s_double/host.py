@@ -3,9 +3,9 @@ shares with the other hosts.
 
 On a lab host every path is the real one and `scripts/lab` records the host's identity in
 /run/airlock-lab/host/host.json. Run directly on a machine (the double's own tests), the
-environment stands in for the host:
+environment describes the host:
 
-  K0S_DOUBLE_ROOT       a folder that stands for the host's `/`; every absolute path the double
+  K0S_DOUBLE_ROOT       a folder used as the host's `/`; every absolute path the double
                         touches lies below it, and root privileges are not required
   K0S_DOUBLE_CLUSTER    the cluster folder shared by the hosts of one test
   K0S_DOUBLE_HOSTNAME   the host name (default: the machine's)

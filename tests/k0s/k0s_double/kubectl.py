@@ -19,9 +19,8 @@ from urllib.parse import urlparse
 import yaml
 
 from . import kube, tokens, versions
-from .config import dump_yaml, load_all_yaml, load_yaml
+from .config import dump_yaml, load_all_yaml
 from .errors import K0sError, KubectlError
-from .host import rfc3339
 from .store import Cluster, object_key
 
 DEFAULT_ADMIN_CONF = "/var/lib/k0s/pki/admin.conf"
@@ -555,6 +554,9 @@ def delete(session, args):
                 if name is None:
                     raise KubectlError("error: resource(s) were provided, but no name was specified")
                 targets.append((kind, name, session.namespace if kind.namespaced else None))
+        # Kubernetes deletes a namespace asynchronously, so deleting its objects in the same
+        # command still finds them; deleting namespaces last gives the same result.
+        targets.sort(key=lambda target: target[0].kind == "Namespace")
         for kind, name, namespace in targets:
             key = object_key({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": name, "namespace": namespace}})
             if kube.delete_object(store, key) is None:

@@ -23,7 +23,7 @@ import time
 
 from . import config as k0s_config
 from . import flags as f
-from . import kube, oci, tokens, versions
+from . import kube, oci, tokens
 from .errors import K0sError, KubectlError
 from .host import LOOP_INTERVAL, now, rfc3339
 from .store import Cluster, read_json, write_json
@@ -533,7 +533,7 @@ class ServiceProcess:
             if os.path.exists(self.file(ca_path)):
                 if info is None:
                     raise JoinFailed(
-                        "%s holds the data of a cluster that no longer exists; reset this host" % self.file(self.data_dir)
+                        "%s contains the data of a cluster that no longer exists; reset this host" % self.file(self.data_dir)
                     )
                 if self.host.name not in info["controllers"]:
                     info["controllers"].append(self.host.name)

@@ -11,7 +11,7 @@
   events.jsonl          the ordered event log that upgrade tests read
 
 Files are replaced by rename, so readers without the lock always see a whole file. `scripts/lab
-freeze` takes the lock while it stops a host, so a frozen process never holds it.
+freeze` takes the lock while it stops a host, so a frozen process never has it.
 """
 
 import contextlib
