@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod k0s;
 pub mod phase;
 pub mod remote;
 pub mod stacks;

@@ -1,1 +1,17 @@
-//! SSH sessions to the hosts: commands, uploads and host locks.
+//! SSH sessions to the hosts: commands, verified uploads and host locks.
+//!
+//! `Session` is one authenticated connection with host keys checked against known_hosts;
+//! `Host` runs commands as root over it and moves files with an on-host digest check;
+//! `HostLock` keeps two airlock runs off the same host.
+
+mod host;
+mod known_hosts;
+mod lock;
+mod session;
+
+pub use host::{Host, HostError, Upload, quote};
+pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
+pub use lock::{HostLock, LockError, LockOwner};
+pub use session::{
+    ConnectError, ConnectOptions, ExecError, HostKeyPolicy, Output, Session, SshTarget,
+};

@@ -1,0 +1,140 @@
+//! Work on many hosts at once, with every failure reported.
+
+use std::fmt;
+use std::future::Future;
+
+use futures::stream::{self, StreamExt};
+
+/// One host's failure.
+#[derive(Debug)]
+pub struct HostFailure {
+    pub host: String,
+    pub error: anyhow::Error,
+}
+
+impl HostFailure {
+    pub fn new(host: impl Into<String>, error: impl Into<anyhow::Error>) -> HostFailure {
+        HostFailure {
+            host: host.into(),
+            error: error.into(),
+        }
+    }
+}
+
+/// Every host that failed in one step, one line each.
+#[derive(Debug)]
+pub struct HostFailures {
+    pub failures: Vec<HostFailure>,
+    pub total: usize,
+}
+
+impl fmt::Display for HostFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [only] = self.failures.as_slice()
+            && self.total == 1
+        {
+            return write!(f, "{}: {:#}", only.host, only.error);
+        }
+        write!(f, "{} of {} hosts failed:", self.failures.len(), self.total)?;
+        for failure in &self.failures {
+            write!(f, "\n  {}: {:#}", failure.host, failure.error)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for HostFailures {}
+
+/// Runs `work` on every item with at most `concurrency` running at once, and returns the results
+/// in the order of `items`. One host failing does not stop the others; all failures come back
+/// together.
+pub async fn for_each_host<T, R, F, Fut>(
+    items: Vec<T>,
+    concurrency: usize,
+    work: F,
+) -> Result<Vec<R>, HostFailures>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<R, HostFailure>>,
+{
+    let total = items.len();
+    let results: Vec<Result<R, HostFailure>> = stream::iter(items)
+        .map(work)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut values = Vec::with_capacity(total);
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(value) => values.push(value),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    if failures.is_empty() {
+        Ok(values)
+    } else {
+        Err(HostFailures { failures, total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn results_keep_input_order() {
+        let doubled = for_each_host(vec![3u64, 1, 2], 3, |n| async move {
+            tokio::time::sleep(Duration::from_millis(n * 10)).await;
+            Ok::<_, HostFailure>(n * 2)
+        })
+        .await
+        .unwrap();
+        assert_eq!(doubled, [6, 2, 4]);
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded() {
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        for_each_host((0..8).collect(), 2, |_| async {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, HostFailure>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn every_failure_is_reported() {
+        let error = for_each_host(vec!["a", "b", "c"], 3, |host| async move {
+            if host == "b" {
+                Ok(())
+            } else {
+                Err(HostFailure::new(host, anyhow::anyhow!("disk full")))
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "2 of 3 hosts failed:\n  a: disk full\n  c: disk full"
+        );
+    }
+
+    #[tokio::test]
+    async fn single_host_failure_reads_as_one_line() {
+        let error = for_each_host(vec!["a"], 1, |host| async move {
+            Err::<(), _>(HostFailure::new(host, anyhow::anyhow!("refused")))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(error.to_string(), "a: refused");
+    }
+}

@@ -1,0 +1,439 @@
+//! A connected host: privileged commands, small files, and verified uploads.
+//!
+//! Every command runs as root: directly when the SSH user is root, else through `sudo -n`, so a
+//! sudo that wants a password fails at once instead of hanging. Files are never written in place:
+//! bytes go to a temporary name beside the destination, are hashed on the host, and are renamed
+//! over the destination only when the host's digest equals the expected one.
+
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+
+use super::session::{ExecError, Output, Session};
+use crate::digest::Digest;
+use crate::ui::Item;
+
+/// A failed operation on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("{host}: `{command}` failed with {exit}: {stderr}")]
+    Command {
+        host: String,
+        command: String,
+        exit: String,
+        stderr: String,
+    },
+    #[error("{host}: {path} needs {needed} bytes but only {available} bytes are free in {dir}")]
+    InsufficientSpace {
+        host: String,
+        path: String,
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error("{host}: cannot write {path}: {stderr}")]
+    Write {
+        host: String,
+        path: String,
+        stderr: String,
+    },
+    #[error(
+        "{host}: {path} arrived with digest {computed}, expected {expected}; the copy was deleted"
+    )]
+    DigestMismatch {
+        host: String,
+        path: String,
+        expected: Digest,
+        computed: Digest,
+    },
+    #[error("{host}: cannot read {path}: {reason}")]
+    Read {
+        host: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{host}: unexpected output from `{command}`: {output:?}")]
+    Parse {
+        host: String,
+        command: String,
+        output: String,
+    },
+}
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// The destination already held the expected bytes.
+    Skipped,
+    /// The bytes were copied and verified on the host.
+    Copied,
+}
+
+/// The largest file [`Host::read_file`] returns; blueprints and configuration files are far
+/// smaller.
+const READ_LIMIT: u64 = 16 << 20;
+
+/// A connected host whose commands run as root.
+pub struct Host {
+    session: Session,
+    sudo: bool,
+}
+
+impl Host {
+    /// Wraps a session; `sudo` says whether commands need `sudo -n` (the SSH user is not root).
+    pub fn new(session: Session, sudo: bool) -> Host {
+        Host { session, sudo }
+    }
+
+    /// The host as messages name it.
+    pub fn label(&self) -> &str {
+        self.session.label()
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Whether commands go through sudo.
+    pub fn uses_sudo(&self) -> bool {
+        self.sudo
+    }
+
+    /// Turns a shell command into the command line sent over SSH.
+    fn privileged(&self, script: &str) -> String {
+        if self.sudo {
+            format!("sudo -n -- sh -c {}", quote(script))
+        } else {
+            format!("sh -c {}", quote(script))
+        }
+    }
+
+    /// Runs a shell script as root and returns its output whatever its exit status.
+    pub async fn run_output(&self, script: &str) -> Result<Output, HostError> {
+        Ok(self.session.exec(&self.privileged(script)).await?)
+    }
+
+    /// Runs a shell script as root with a time limit of its own.
+    pub async fn run_output_within(
+        &self,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<Output, HostError> {
+        let output = self
+            .session
+            .exec_with_input(&self.privileged(script), tokio::io::empty(), Some(timeout))
+            .await?;
+        Ok(output)
+    }
+
+    /// Runs a shell script as root and returns its standard output; a non-zero exit is an
+    /// error carrying the script and the end of its standard error.
+    pub async fn run(&self, script: &str) -> Result<String, HostError> {
+        let output = self.run_output(script).await?;
+        self.check(script, output)
+    }
+
+    /// Runs a shell script as root with `input` on its standard input. Use this for secrets:
+    /// they never appear in a command line.
+    pub async fn run_with_input(&self, script: &str, input: &[u8]) -> Result<String, HostError> {
+        let output = self
+            .session
+            .exec_with_input(&self.privileged(script), input, None)
+            .await?;
+        self.check(script, output)
+    }
+
+    fn check(&self, script: &str, output: Output) -> Result<String, HostError> {
+        if output.success() {
+            Ok(output.stdout_text())
+        } else {
+            Err(HostError::Command {
+                host: self.label().to_string(),
+                command: script.to_string(),
+                exit: output.describe_exit(),
+                stderr: output.stderr_tail(),
+            })
+        }
+    }
+
+    /// Whether `path` exists (as any kind of file).
+    pub async fn exists(&self, path: &str) -> Result<bool, HostError> {
+        Ok(self
+            .run_output(&format!("test -e {}", quote(path)))
+            .await?
+            .success())
+    }
+
+    /// Reads a small file; `None` when it does not exist.
+    pub async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let quoted = quote(path);
+        let script = format!(
+            "if [ ! -e {quoted} ]; then exit 3; fi; \
+             size=$(stat -c %s {quoted}) || exit 1; \
+             if [ \"$size\" -gt {READ_LIMIT} ]; then echo \"$size bytes is too large\" >&2; exit 4; fi; \
+             cat {quoted}"
+        );
+        let output = self.run_output(&script).await?;
+        match output.status {
+            Some(0) => Ok(Some(output.stdout)),
+            Some(3) => Ok(None),
+            _ => Err(HostError::Read {
+                host: self.label().to_string(),
+                path: path.to_string(),
+                reason: output.stderr_tail(),
+            }),
+        }
+    }
+
+    /// The sha256 of `path` computed on the host; `None` when the file does not exist.
+    pub async fn sha256(&self, path: &str) -> Result<Option<Digest>, HostError> {
+        let script = format!(
+            "if [ -f {0} ]; then sha256sum {0}; else exit 3; fi",
+            quote(path)
+        );
+        let output = self.run_output(&script).await?;
+        match output.status {
+            Some(0) => self
+                .parse_sha256sum(&script, &output.stdout_text())
+                .map(Some),
+            Some(3) => Ok(None),
+            _ => Err(HostError::Read {
+                host: self.label().to_string(),
+                path: path.to_string(),
+                reason: output.stderr_tail(),
+            }),
+        }
+    }
+
+    fn parse_sha256sum(&self, script: &str, stdout: &str) -> Result<Digest, HostError> {
+        stdout
+            .split_whitespace()
+            .next()
+            .and_then(|hex_digits| Digest::from_hex(hex_digits).ok())
+            .ok_or_else(|| HostError::Parse {
+                host: self.label().to_string(),
+                command: script.to_string(),
+                output: stdout.to_string(),
+            })
+    }
+
+    /// Free bytes on the file system that holds `dir` (or its nearest existing parent).
+    pub async fn free_space(&self, dir: &str) -> Result<u64, HostError> {
+        let script = format!(
+            "d={}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | awk 'NR==2 {{print $4}}'",
+            quote(dir)
+        );
+        let stdout = self.run(&script).await?;
+        stdout
+            .trim()
+            .parse::<u64>()
+            .map(|kib| kib * 1024)
+            .map_err(|_| HostError::Parse {
+                host: self.label().to_string(),
+                command: script,
+                output: stdout,
+            })
+    }
+
+    /// Writes a small file atomically with `mode` (octal, as `chmod` takes it), passing the
+    /// contents on standard input so that secrets stay out of command lines.
+    pub async fn write_file(
+        &self,
+        path: &str,
+        contents: &[u8],
+        mode: &str,
+    ) -> Result<(), HostError> {
+        let digest = Digest::of_bytes(contents);
+        self.write_verified(path, contents, contents.len() as u64, digest, mode, None)
+            .await
+    }
+
+    /// Uploads `size` bytes from `source` to `path` unless the host already has them. The bytes
+    /// must hash to `expected` both as they leave and on the host, or nothing is renamed into
+    /// place. `item` follows the bytes.
+    pub async fn upload<R: AsyncRead + Unpin + Send>(
+        &self,
+        source: R,
+        size: u64,
+        expected: Digest,
+        path: &str,
+        mode: &str,
+        item: &Item,
+    ) -> Result<Upload, HostError> {
+        item.set_state("checking");
+        if self.sha256(path).await? == Some(expected) {
+            tracing::debug!(host = %self.label(), path, "already present with the expected digest");
+            return Ok(Upload::Skipped);
+        }
+        let dir = parent_dir(path);
+        let available = self.free_space(&dir).await?;
+        // Keep a margin so that the upload does not leave the file system completely full.
+        let needed = size + size / 50 + (1 << 20);
+        if available < needed {
+            return Err(HostError::InsufficientSpace {
+                host: self.label().to_string(),
+                path: path.to_string(),
+                dir,
+                needed,
+                available,
+            });
+        }
+        item.set_state("uploading");
+        self.write_verified(path, source, size, expected, mode, Some(item))
+            .await?;
+        Ok(Upload::Copied)
+    }
+
+    async fn write_verified<R: AsyncRead + Unpin + Send>(
+        &self,
+        path: &str,
+        source: R,
+        size: u64,
+        expected: Digest,
+        mode: &str,
+        item: Option<&Item>,
+    ) -> Result<(), HostError> {
+        let temporary = format!("{path}.airlock-{}", std::process::id());
+        let (quoted_path, quoted_temporary) = (quote(path), quote(&temporary));
+        let dir = quote(&parent_dir(path));
+        let receive = format!(
+            "mkdir -p {dir} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
+        );
+        let counted = CountingReader::new(source, item);
+        let output = self
+            .session
+            .exec_with_input(&self.privileged(&receive), counted, None)
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(error) => {
+                self.remove_quietly(&temporary).await;
+                return Err(error.into());
+            }
+        };
+        if !output.success() {
+            self.remove_quietly(&temporary).await;
+            return Err(HostError::Write {
+                host: self.label().to_string(),
+                path: path.to_string(),
+                stderr: output.stderr_tail(),
+            });
+        }
+        if let Some(item) = item {
+            item.set_state("verifying");
+        }
+        let computed = match self.parse_sha256sum(&receive, &output.stdout_text()) {
+            Ok(computed) => computed,
+            Err(error) => {
+                self.remove_quietly(&temporary).await;
+                return Err(error);
+            }
+        };
+        if computed != expected {
+            self.remove_quietly(&temporary).await;
+            return Err(HostError::DigestMismatch {
+                host: self.label().to_string(),
+                path: path.to_string(),
+                expected,
+                computed,
+            });
+        }
+        let install =
+            format!("chmod {mode} {quoted_temporary} && mv -f {quoted_temporary} {quoted_path}");
+        if let Err(error) = self.run(&install).await {
+            self.remove_quietly(&temporary).await;
+            return Err(error);
+        }
+        tracing::debug!(host = %self.label(), path, bytes = size, "written and verified");
+        Ok(())
+    }
+
+    async fn remove_quietly(&self, path: &str) {
+        if let Err(error) = self.run(&format!("rm -f {}", quote(path))).await {
+            tracing::warn!(host = %self.label(), path, %error, "cannot remove a temporary file");
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.session.close().await;
+    }
+}
+
+/// Quotes `text` for a POSIX shell: wrapped in single quotes, each inner `'` written as `'\''`.
+pub fn quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+    {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn parent_dir(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/".to_string(),
+        Some((dir, _)) => dir.to_string(),
+        None => ".".to_string(),
+    }
+}
+
+/// Counts bytes into a progress item as they are read.
+struct CountingReader<'a, R> {
+    inner: R,
+    item: Option<&'a Item>,
+}
+
+impl<'a, R> CountingReader<'a, R> {
+    fn new(inner: R, item: Option<&'a Item>) -> Self {
+        CountingReader { inner, item }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<'_, R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (std::task::Poll::Ready(Ok(())), Some(item)) = (&poll, self.item) {
+            item.inc((buf.filled().len() - before) as u64);
+        }
+        poll
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_leaves_plain_words_alone() {
+        assert_eq!(
+            quote("/var/lib/k0s/images/k0s.tar"),
+            "/var/lib/k0s/images/k0s.tar"
+        );
+        assert_eq!(quote("--data-dir=/var/lib/k0s"), "--data-dir=/var/lib/k0s");
+    }
+
+    #[test]
+    fn quote_wraps_everything_else() {
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
+    }
+
+    #[test]
+    fn parent_dir_of_paths() {
+        assert_eq!(parent_dir("/usr/local/bin/k0s"), "/usr/local/bin");
+        assert_eq!(parent_dir("/k0s"), "/");
+        assert_eq!(parent_dir("k0s"), ".");
+    }
+}

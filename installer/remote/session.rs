@@ -1,0 +1,673 @@
+//! One SSH connection to one host: connect, check the host key, authenticate, run commands.
+//!
+//! Commands run over exec channels of a single connection, several at once if the caller wants.
+//! Bytes for a command's standard input stream through the channel with SSH flow control, so an
+//! upload of gigabytes holds only a buffer in memory. Secrets (join tokens) travel only on a
+//! command's standard input, never in its command line, so they never reach a log, an error
+//! message or the host's process list.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::ssh_key::PublicKey;
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::known_hosts::{KnownHosts, Verdict, fingerprint};
+
+/// The address, port, user and key of one SSH connection.
+#[derive(Clone, Debug)]
+pub struct SshTarget {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// The private key file; `None` tries the SSH agent, then `~/.ssh/id_ed25519`, `id_ecdsa`
+    /// and `id_rsa`.
+    pub key_path: Option<PathBuf>,
+}
+
+impl SshTarget {
+    /// Returns the name for messages and logs: `address`, or `address:port` off port 22.
+    pub fn label(&self) -> String {
+        if self.port == 22 {
+            self.address.clone()
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
+/// The rule that decides which host keys are trusted.
+#[derive(Clone)]
+pub struct HostKeyPolicy {
+    known_hosts: Arc<Mutex<KnownHosts>>,
+    accept_new: bool,
+}
+
+impl HostKeyPolicy {
+    /// Trusts the keys listed in `known_hosts`; with `accept_new`, a host the file does not list
+    /// yet is trusted and recorded. A changed or revoked key is rejected either way.
+    pub fn new(known_hosts: KnownHosts, accept_new: bool) -> Self {
+        HostKeyPolicy {
+            known_hosts: Arc::new(Mutex::new(known_hosts)),
+            accept_new,
+        }
+    }
+
+    fn known_hosts_path(&self) -> PathBuf {
+        self.lock().path().to_path_buf()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownHosts> {
+        self.known_hosts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Time limits and retries for connecting.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// The limit for the TCP connect plus the SSH handshake of one attempt.
+    pub timeout: Duration,
+    /// The number of attempts for a connection that fails for a transient reason (refused,
+    /// timed out, unreachable). Authentication and host-key failures are never retried.
+    pub attempts: u32,
+    /// The wait before the second attempt; it doubles after each further failure.
+    pub backoff: Duration,
+    /// The limit for a command that the caller gives no limit of its own.
+    pub command_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A failed connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {host}: {reason} (tried {attempts} times)")]
+    Unreachable {
+        host: String,
+        reason: String,
+        attempts: u32,
+    },
+    #[error(
+        "{host} accepted the TCP connection but did not complete the SSH handshake within {timeout:?}"
+    )]
+    HandshakeTimeout { host: String, timeout: Duration },
+    #[error(
+        "the host key of {host} ({fingerprint}) is not in {known_hosts}; \
+         check it out of band, then add it or pass --accept-new-host-keys"
+    )]
+    UnknownHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+    #[error(
+        "the host key of {host} has CHANGED: {known_hosts}:{line} records {recorded}, \
+         the host presented {presented}; this can mean the host was reinstalled or that someone \
+         is intercepting the connection"
+    )]
+    HostKeyChanged {
+        host: String,
+        known_hosts: PathBuf,
+        line: usize,
+        recorded: String,
+        presented: String,
+    },
+    #[error("the host key of {host} ({fingerprint}) is marked @revoked in {known_hosts}:{line}")]
+    HostKeyRevoked {
+        host: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+        line: usize,
+    },
+    #[error("cannot record the host key of {host}: {source}")]
+    LearnHostKey {
+        host: String,
+        source: super::known_hosts::KnownHostsError,
+    },
+    #[error("{host} rejected every key for user {user} (tried: {tried})")]
+    Authentication {
+        host: String,
+        user: String,
+        tried: String,
+    },
+    #[error("cannot load the SSH key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("SSH error with {host}: {source}")]
+    Protocol { host: String, source: russh::Error },
+}
+
+impl ConnectError {
+    /// Returns whether another attempt could succeed.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Unreachable { .. } | ConnectError::HandshakeTimeout { .. }
+        )
+    }
+}
+
+/// A failed command.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{host}: `{command}` did not finish within {timeout:?}")]
+    Timeout {
+        host: String,
+        command: String,
+        timeout: Duration,
+    },
+    #[error("{host}: connection lost while running `{command}`: {reason}")]
+    Channel {
+        host: String,
+        command: String,
+        reason: String,
+    },
+    #[error("{host}: `{command}` wrote more than {limit} bytes of output")]
+    OutputTooLarge {
+        host: String,
+        command: String,
+        limit: usize,
+    },
+    #[error("{host}: cannot read the input for `{command}`: {source}")]
+    Input {
+        host: String,
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+/// The exit status and output of a finished command.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The exit status; `None` when the command was killed by a signal.
+    pub status: Option<u32>,
+    pub signal: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Returns the last lines of standard error, trimmed, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = String::from_utf8_lossy(&self.stderr);
+        let lines: Vec<&str> = text.trim().lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" / ")
+    }
+
+    /// Describes the exit for messages: `status 3` or `signal KILL`.
+    pub fn describe_exit(&self) -> String {
+        match (&self.status, &self.signal) {
+            (Some(status), _) => format!("status {status}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            (None, None) => "no exit status".to_string(),
+        }
+    }
+}
+
+/// The largest standard output or error a command may produce; larger output is an error rather
+/// than an unbounded allocation.
+const OUTPUT_LIMIT: usize = 64 << 20;
+
+/// An authenticated SSH connection.
+pub struct Session {
+    label: String,
+    handle: Handle<Client>,
+    command_timeout: Duration,
+}
+
+impl Session {
+    /// Connects, checks the host key and authenticates, retrying transient failures with
+    /// exponential backoff.
+    pub async fn connect(
+        target: &SshTarget,
+        policy: &HostKeyPolicy,
+        options: &ConnectOptions,
+    ) -> Result<Session, ConnectError> {
+        let mut delay = options.backoff;
+        let mut attempt = 1;
+        loop {
+            match Self::connect_once(target, policy, options).await {
+                Ok(session) => return Ok(session),
+                Err(error) if error.is_transient() && attempt < options.attempts => {
+                    tracing::debug!(host = %target.label(), attempt, %error, "connection failed, retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(ConnectError::Unreachable { host, reason, .. }) => {
+                    return Err(ConnectError::Unreachable {
+                        host,
+                        reason,
+                        attempts: attempt,
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn connect_once(
+        target: &SshTarget,
+        policy: &HostKeyPolicy,
+        options: &ConnectOptions,
+    ) -> Result<Session, ConnectError> {
+        let label = target.label();
+        let config = Arc::new(client::Config {
+            // A host that stops responding mid-command is detected within about 45 seconds.
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Default::default()
+        });
+        let verdict = Arc::new(Mutex::new(None));
+        let handler = Client {
+            host: target.address.clone(),
+            port: target.port,
+            policy: policy.clone(),
+            verdict: verdict.clone(),
+        };
+        let address = (target.address.as_str(), target.port);
+        let connecting = client::connect(config, address, handler);
+        let mut handle = match tokio::time::timeout(options.timeout, connecting).await {
+            Err(_) => {
+                return Err(ConnectError::HandshakeTimeout {
+                    host: label,
+                    timeout: options.timeout,
+                });
+            }
+            Ok(Ok(handle)) => handle,
+            Ok(Err(error)) => {
+                let recorded = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return Err(match recorded {
+                    Some(rejection) => rejection.into_error(label, policy.known_hosts_path()),
+                    None => classify_connect_error(label, error),
+                });
+            }
+        };
+        authenticate(&mut handle, target).await?;
+        tracing::debug!(host = %label, user = %target.user, "connected");
+        Ok(Session {
+            label,
+            handle,
+            command_timeout: options.command_timeout,
+        })
+    }
+
+    /// Returns the host's name for messages and logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs `command` with no input, under the session's default time limit.
+    pub async fn exec(&self, command: &str) -> Result<Output, ExecError> {
+        self.exec_with_input(command, tokio::io::empty(), Some(self.command_timeout))
+            .await
+    }
+
+    /// Runs `command`, streaming `input` to its standard input and closing it at the end.
+    /// `timeout` bounds the whole command; `None` leaves it to the connection's keepalive to
+    /// notice a dead host (for uploads whose length depends on the data).
+    pub async fn exec_with_input<R: AsyncRead + Unpin + Send>(
+        &self,
+        command: &str,
+        input: R,
+        timeout: Option<Duration>,
+    ) -> Result<Output, ExecError> {
+        let running = self.run_channel(command, input);
+        match timeout {
+            Some(limit) => match tokio::time::timeout(limit, running).await {
+                Ok(result) => result,
+                Err(_) => Err(ExecError::Timeout {
+                    host: self.label.clone(),
+                    command: command.to_string(),
+                    timeout: limit,
+                }),
+            },
+            None => running.await,
+        }
+    }
+
+    async fn run_channel<R: AsyncRead + Unpin + Send>(
+        &self,
+        command: &str,
+        mut input: R,
+    ) -> Result<Output, ExecError> {
+        let channel_error = |reason: String| ExecError::Channel {
+            host: self.label.clone(),
+            command: command.to_string(),
+            reason,
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| channel_error(e.to_string()))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| channel_error(e.to_string()))?;
+        let (mut reader, writer) = channel.split();
+
+        // Input and output flow at the same time: a command may fill its output pipe before it
+        // has read all its input.
+        let send_input = async {
+            let mut buffer = vec![0u8; 256 * 1024];
+            loop {
+                let n = match input.read(&mut buffer).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(source) => {
+                        return Err(ExecError::Input {
+                            host: self.label.clone(),
+                            command: command.to_string(),
+                            source,
+                        });
+                    }
+                };
+                // A command that exits early (a full disk) closes the channel; the exit status
+                // read below explains the failure better than the write error would.
+                if writer.data(&buffer[..n]).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = writer.eof().await;
+            Ok(())
+        };
+        let collect_output = async {
+            let mut output = Output::default();
+            while let Some(message) = reader.wait().await {
+                match message {
+                    ChannelMsg::Data { data } => append_bounded(&mut output.stdout, &data)?,
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        append_bounded(&mut output.stderr, &data)?
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => output.status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        output.signal = Some(format!("{signal_name:?}"))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(output)
+        };
+        let (sent, output) = tokio::join!(send_input, collect_output);
+        let output = output.map_err(|()| ExecError::OutputTooLarge {
+            host: self.label.clone(),
+            command: command.to_string(),
+            limit: OUTPUT_LIMIT,
+        })?;
+        sent?;
+        if output.status.is_none() && output.signal.is_none() {
+            return Err(channel_error(
+                "the channel closed without an exit status".to_string(),
+            ));
+        }
+        Ok(output)
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+fn append_bounded(buffer: &mut Vec<u8>, data: &[u8]) -> Result<(), ()> {
+    if buffer.len() + data.len() > OUTPUT_LIMIT {
+        return Err(());
+    }
+    buffer.extend_from_slice(data);
+    Ok(())
+}
+
+fn classify_connect_error(host: String, error: russh::Error) -> ConnectError {
+    match error {
+        russh::Error::IO(io) => ConnectError::Unreachable {
+            host,
+            reason: io.to_string(),
+            attempts: 1,
+        },
+        russh::Error::Disconnect | russh::Error::ConnectionTimeout => ConnectError::Unreachable {
+            host,
+            reason: error.to_string(),
+            attempts: 1,
+        },
+        source => ConnectError::Protocol { host, source },
+    }
+}
+
+/// The reason the handler rejected a host key, turned into a [`ConnectError`] after the
+/// handshake fails.
+enum Rejection {
+    Unknown {
+        fingerprint: String,
+    },
+    Changed {
+        line: usize,
+        recorded: String,
+        presented: String,
+    },
+    Revoked {
+        line: usize,
+        fingerprint: String,
+    },
+    Certificate,
+    Learn(super::known_hosts::KnownHostsError),
+}
+
+impl Rejection {
+    fn into_error(self, host: String, known_hosts: PathBuf) -> ConnectError {
+        match self {
+            Rejection::Unknown { fingerprint } => ConnectError::UnknownHostKey {
+                host,
+                fingerprint,
+                known_hosts,
+            },
+            Rejection::Changed {
+                line,
+                recorded,
+                presented,
+            } => ConnectError::HostKeyChanged {
+                host,
+                known_hosts,
+                line,
+                recorded,
+                presented,
+            },
+            Rejection::Revoked { line, fingerprint } => ConnectError::HostKeyRevoked {
+                host,
+                fingerprint,
+                known_hosts,
+                line,
+            },
+            Rejection::Certificate => ConnectError::UnknownHostKey {
+                host,
+                fingerprint: "an OpenSSH host certificate, which airlock does not accept"
+                    .to_string(),
+                known_hosts,
+            },
+            Rejection::Learn(source) => ConnectError::LearnHostKey { host, source },
+        }
+    }
+}
+
+struct Client {
+    host: String,
+    port: u16,
+    policy: HostKeyPolicy,
+    verdict: Arc<Mutex<Option<Rejection>>>,
+}
+
+impl Client {
+    fn judge(&self, key: &PublicKey) -> Result<(), Rejection> {
+        let mut known_hosts = self.policy.lock();
+        match known_hosts.check(&self.host, self.port, key) {
+            Verdict::Trusted => Ok(()),
+            Verdict::Changed { line, recorded } => Err(Rejection::Changed {
+                line,
+                recorded,
+                presented: fingerprint(key),
+            }),
+            Verdict::Revoked { line } => Err(Rejection::Revoked {
+                line,
+                fingerprint: fingerprint(key),
+            }),
+            Verdict::Unknown if self.policy.accept_new => {
+                known_hosts
+                    .learn(&self.host, self.port, key)
+                    .map_err(Rejection::Learn)?;
+                tracing::warn!(host = %self.host, fingerprint = %fingerprint(key), "trusting a new host key");
+                Ok(())
+            }
+            Verdict::Unknown => Err(Rejection::Unknown {
+                fingerprint: fingerprint(key),
+            }),
+        }
+    }
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let judged = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self.judge(key),
+            PublicKeyOrCertificate::Certificate(_) => Err(Rejection::Certificate),
+        };
+        match judged {
+            Ok(()) => Ok(true),
+            Err(rejection) => {
+                *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(rejection);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Tries the configured key, or else the agent's keys and the default key files.
+async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget) -> Result<(), ConnectError> {
+    let host = target.label();
+    let mut tried = Vec::new();
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
+
+    if let Some(path) = &target.key_path {
+        let key = load_key(path)?;
+        tried.push(path.display().to_string());
+        if try_key(handle, &target.user, key, rsa_hash, &host).await? {
+            return Ok(());
+        }
+        return Err(ConnectError::Authentication {
+            host,
+            user: target.user.clone(),
+            tried: tried.join(", "),
+        });
+    }
+
+    if let Ok(mut agent) = AgentClient::connect_env().await {
+        let identities = agent.request_identities().await.unwrap_or_default();
+        for identity in identities {
+            let public = identity.public_key().into_owned();
+            tried.push(format!("agent key {}", fingerprint(&public)));
+            let accepted = handle
+                .authenticate_publickey_with(target.user.clone(), public, rsa_hash, &mut agent)
+                .await
+                .map(|result| result.success())
+                .unwrap_or(false);
+            if accepted {
+                return Ok(());
+            }
+        }
+    }
+
+    if let Some(home) = std::env::home_dir() {
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let path = home.join(".ssh").join(name);
+            if !path.exists() {
+                continue;
+            }
+            tried.push(path.display().to_string());
+            let Ok(key) = load_key(&path) else { continue };
+            if try_key(handle, &target.user, key, rsa_hash, &host).await? {
+                return Ok(());
+            }
+        }
+    }
+    let tried = if tried.is_empty() {
+        "no key found: set ssh.keyPath or start an SSH agent".to_string()
+    } else {
+        tried.join(", ")
+    };
+    Err(ConnectError::Authentication {
+        host,
+        user: target.user.clone(),
+        tried,
+    })
+}
+
+fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, ConnectError> {
+    russh::keys::load_secret_key(path, None).map_err(|error| ConnectError::Key {
+        path: path.to_path_buf(),
+        reason: match error {
+            russh::keys::Error::KeyIsEncrypted => {
+                "the key is protected by a passphrase; add it to an SSH agent (ssh-add) and leave keyPath unset".to_string()
+            }
+            other => other.to_string(),
+        },
+    })
+}
+
+async fn try_key(
+    handle: &mut Handle<Client>,
+    user: &str,
+    key: russh::keys::PrivateKey,
+    rsa_hash: Option<russh::keys::HashAlg>,
+    host: &str,
+) -> Result<bool, ConnectError> {
+    let hash = if key.algorithm().is_rsa() {
+        rsa_hash
+    } else {
+        None
+    };
+    let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+    handle
+        .authenticate_publickey(user, key)
+        .await
+        .map(|result| result.success())
+        .map_err(|source| ConnectError::Protocol {
+            host: host.to_string(),
+            source,
+        })
+}
