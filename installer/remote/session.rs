@@ -371,8 +371,8 @@ impl Session {
             .map_err(|e| channel_error(e.to_string()))?;
         let (mut reader, writer) = channel.split();
 
-        // Input and output flow at the same time: a command may fill its output pipe before it
-        // has read all its input.
+        // Input and output flow at the same time because a command may fill its output pipe
+        // before it has read all its input.
         let send_input = async {
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
@@ -387,8 +387,8 @@ impl Session {
                         });
                     }
                 };
-                // A command that exits early (a full disk) closes the channel; the exit status
-                // read below explains the failure better than the write error would.
+                // A command that exits early closes the channel. Its exit status explains the
+                // failure better than this write error would, so stop sending and wait for it.
                 if writer.data(&buffer[..n]).await.is_err() {
                     return Ok(());
                 }
@@ -413,13 +413,24 @@ impl Session {
             }
             Ok(output)
         };
-        let (sent, output) = tokio::join!(send_input, collect_output);
+        // The command may end before it has read all its input (a full disk): once the channel
+        // closes, the rest of the input is dropped. A local read error ends the command at once.
+        tokio::pin!(send_input, collect_output);
+        let mut input_done = false;
+        let output = loop {
+            tokio::select! {
+                sent = &mut send_input, if !input_done => {
+                    sent?;
+                    input_done = true;
+                }
+                output = &mut collect_output => break output,
+            }
+        };
         let output = output.map_err(|()| ExecError::OutputTooLarge {
             host: self.label.clone(),
             command: command.to_string(),
             limit: OUTPUT_LIMIT,
         })?;
-        sent?;
         if output.status.is_none() && output.signal.is_none() {
             return Err(channel_error(
                 "the channel closed without an exit status".to_string(),
