@@ -51,7 +51,7 @@ fn validate(args: ValidateArgs) -> CliResult {
 }
 
 /// Chooses the exit status of a failed load: the files' content and missing files are the
-/// user's input; other read failures come from outside airlock.
+/// user's input, while other read failures come from outside airlock.
 pub fn load_error(error: ConfigError) -> CliError {
     let input_error = match &error {
         ConfigError::Read { source, .. } | ConfigError::ReadKey { source, .. } => {
@@ -69,7 +69,7 @@ pub fn load_error(error: ConfigError) -> CliError {
     }
 }
 
-/// One line such as `cluster.yaml: 3 hosts (1 controller, 2 workers), k0s v1.35.3+k0s.0`.
+/// Formats one line such as `cluster.yaml: 3 hosts (1 controller, 2 workers), k0s v1.35.3+k0s.0`.
 pub fn summary(cluster: &Cluster) -> String {
     let count = |role: Role| {
         cluster

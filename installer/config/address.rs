@@ -63,7 +63,7 @@ impl HostAddress {
         )))
     }
 
-    /// The IP address, when the host was given by address rather than by name.
+    /// Returns the IP address, when the host was given by address rather than by name.
     pub fn ip(&self) -> Option<IpAddr> {
         match &self.0 {
             Kind::Ip(ip) => Some(*ip),
@@ -71,7 +71,7 @@ impl HostAddress {
         }
     }
 
-    /// The DNS name, when the host was given by name.
+    /// Returns the DNS name, when the host was given by name.
     pub fn name(&self) -> Option<&str> {
         match &self.0 {
             Kind::Ip(_) => None,
@@ -103,7 +103,7 @@ impl Serialize for HostAddress {
     }
 }
 
-/// Why `text` is not a DNS name (RFC 1123 host names: labels of letters, digits and hyphens,
+/// Returns why `text` is not a DNS name (RFC 1123 host names: labels of letters, digits and hyphens,
 /// at most 63 characters each and 253 in total, the last label not all digits), or `None`.
 pub fn dns_name_error(text: &str) -> Option<String> {
     let name = text.strip_suffix('.').unwrap_or(text);
@@ -130,7 +130,7 @@ pub fn dns_name_error(text: &str) -> Option<String> {
     None
 }
 
-/// Why `text` is not a lower-case DNS label (RFC 1123, as Kubernetes requires for namespace
+/// Returns why `text` is not a lower-case DNS label (RFC 1123, as Kubernetes requires for namespace
 /// names), or `None`.
 pub fn dns_label_error(text: &str) -> Option<String> {
     label_error(text, true)

@@ -1,5 +1,5 @@
-//! `spec.airlock`: the settings airlock adds to k0sctl's format. Every field is optional; a file
-//! without the section gets every stack with safe settings and only signed bundles.
+//! `spec.airlock`: the settings airlock adds to k0sctl's format. Every field is optional, and a
+//! file without the section gets every stack with safe settings and only signed bundles.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use super::locate::Problems;
 use super::raw::{RawAirlock, RawBundle, RawGpuOperator, RawStacks, RawTenant, RawTrustedKey};
 use super::units::{Quantity, check_prometheus_duration};
 
-/// A public key file is two short lines; anything much larger is not one.
+/// The size limit for a public key file, which is two short lines.
 const MAX_KEY_FILE_SIZE: u64 = 4096;
 
 /// The data classification levels when the file declares none.
@@ -26,7 +26,7 @@ pub struct AirlockSettings {
     pub bundle: BundleSettings,
     pub stacks: Stacks,
     pub residency: Option<Residency>,
-    /// Registries workloads may pull from besides the bundle's images; empty means only what the
+    /// Registries workloads may pull from besides the bundle's images. Empty means only what the
     /// bundle carries.
     pub allowed_registries: Vec<String>,
     /// The declared data classification levels, from least to most sensitive.
@@ -66,7 +66,7 @@ pub struct Stacks {
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirt {
     pub enabled: bool,
-    /// Software emulation for hosts without `/dev/kvm`; slow, for tests only.
+    /// Software emulation for hosts without `/dev/kvm`, which is slow and meant for tests.
     pub use_emulation: bool,
 }
 
@@ -80,13 +80,13 @@ pub enum Toggle {
     Off,
 }
 
-/// Where the NVIDIA kernel driver comes from.
+/// The source of the NVIDIA kernel driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriverSource {
     /// The host's driver when one is loaded, otherwise the operator's driver container.
     Auto,
-    /// The driver installed on the host; the operator's driver container stays off.
+    /// The driver installed on the host, with the operator's driver container off.
     Host,
     /// The operator's driver container, compiled on each node.
     Container,
@@ -104,7 +104,7 @@ pub enum MigStrategy {
 pub struct GpuOperator {
     pub enabled: Toggle,
     pub driver: DriverSource,
-    /// The driver container version; `None` uses the one the bundle pins.
+    /// The driver container version, or `None` for the one the bundle pins.
     pub driver_version: Option<String>,
     pub mig: Mig,
 }
@@ -140,7 +140,7 @@ pub struct Policy {
     pub mode: PolicyMode,
 }
 
-/// Where the cluster and its data are, as declared for the blueprint and the policies.
+/// The declared location of the cluster and its data, for the blueprint and the policies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Residency {
@@ -251,7 +251,7 @@ fn trusted_key(
             return Ok(None);
         }
         (None, None) => {
-            problems.key(
+            problems.missing(
                 path,
                 "trusted key needs path or key",
                 "set path to a minisign .pub file, or key to the key text starting with RW",
@@ -314,7 +314,7 @@ fn read_key_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// The key line of a minisign `.pub` file, which follows an `untrusted comment:` line.
+/// Returns the key line of a minisign `.pub` file, which follows an `untrusted comment:` line.
 fn key_line(text: &str) -> &str {
     text.lines()
         .map(str::trim)
@@ -384,7 +384,7 @@ fn gpu_operator(raw: RawGpuOperator, path: &str, problems: &mut Problems<'_>) ->
             raw.enabled.as_ref().map(|e| e.0.as_str()),
             &toggles,
             &child(path, "enabled"),
-            "value for enabled",
+            "enabled value",
         )
         .unwrap_or(Toggle::Auto);
     let sources = [
@@ -486,7 +486,7 @@ fn tenants(
         let name = raw.name.unwrap_or_default();
         let mut valid = true;
         if name.is_empty() {
-            problems.key(
+            problems.missing(
                 &item(&path, index),
                 "tenant has no name",
                 "set name to a DNS label such as research",

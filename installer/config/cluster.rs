@@ -44,7 +44,7 @@ pub struct Cluster {
     pub files: Vec<String>,
 }
 
-/// Which releases k0sctl picks from when no version is set.
+/// The release channel k0sctl picks from when no version is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionChannel {
@@ -57,13 +57,13 @@ pub enum VersionChannel {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct K0s {
-    /// The requested k0s version; `None` leaves it to the bundle.
+    /// The requested k0s version, or `None` to take the bundle's.
     pub version: Option<K0sVersion>,
     pub version_channel: VersionChannel,
-    /// Whether k0s keeps its cluster configuration in the API after the first controller;
+    /// Whether k0s keeps its cluster configuration in the API after the first controller. It is
     /// forced on when a controller has `--enable-dynamic-config` in its installFlags.
     pub dynamic_config: bool,
-    /// `spec.k0s.config` with every k0s `ClusterConfig` document merged in, in file order;
+    /// `spec.k0s.config` with every k0s `ClusterConfig` document merged in, in file order, or
     /// `None` when neither is given.
     pub config: Option<Value>,
 }
@@ -75,23 +75,23 @@ impl Cluster {
         ClusterLoader::new().load(paths)
     }
 
-    /// The initial controller, which creates join tokens for the others: the first controller
+    /// Returns the initial controller, which creates join tokens for the others: the first controller
     /// not marked for reset. Always `Some` for a loaded cluster.
     pub fn leader(&self) -> Option<&Host> {
         self.controllers().find(|host| !host.reset)
     }
 
-    /// Hosts running the control plane (controller, controller+worker, single).
+    /// Returns the hosts running the control plane (controller, controller+worker, single).
     pub fn controllers(&self) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(|host| host.role.is_controller())
     }
 
-    /// Hosts with the plain worker role.
+    /// Returns the hosts with the plain worker role.
     pub fn workers(&self) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(|host| host.role == Role::Worker)
     }
 
-    /// Hosts that run workloads (worker, controller+worker, single).
+    /// Returns the hosts that run workloads (worker, controller+worker, single).
     pub fn workload_hosts(&self) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(|host| host.role.runs_workloads())
     }
@@ -100,7 +100,7 @@ impl Cluster {
 /// A cluster file given as text, for callers that do not read from disk.
 #[derive(Clone, Debug)]
 pub struct SourceText {
-    /// How messages name the file.
+    /// The file name used in messages.
     pub name: String,
     pub text: String,
     /// The directory relative paths resolve against.
@@ -122,19 +122,19 @@ impl Default for ClusterLoader<'_> {
 }
 
 impl<'a> ClusterLoader<'a> {
-    /// A loader that reads variables from the process environment.
+    /// Creates a loader that reads variables from the process environment.
     pub fn new() -> ClusterLoader<'a> {
         ClusterLoader {
             env: Box::new(|name| std::env::var(name).ok()),
         }
     }
 
-    /// A loader that looks variables up with `env`.
+    /// Creates a loader that looks variables up with `env`.
     pub fn with_env(env: impl Fn(&str) -> Option<String> + 'a) -> ClusterLoader<'a> {
         ClusterLoader { env: Box::new(env) }
     }
 
-    /// Reads and loads cluster files; `-` reads standard input.
+    /// Reads and loads cluster files, where `-` reads standard input.
     pub fn load<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Cluster, ConfigError> {
         let mut texts = Vec::with_capacity(paths.len());
         for path in paths {
@@ -171,8 +171,8 @@ impl<'a> ClusterLoader<'a> {
     }
 }
 
-/// Orders problems as they appear in the files, which were given in order; problems without a
-/// position come first.
+/// Orders problems as they appear in the files, in the order the files were given. Problems
+/// without a position come first.
 fn sort_by_position(problems: &mut [Problem], files: &[ParsedFile]) {
     problems.sort_by_key(|problem| {
         problem.location.as_ref().map(|location| {
@@ -250,13 +250,16 @@ fn assemble(
         }
     };
 
-    let Some(raw) = deserialize_all::<RawCluster>(document.value.clone(), &locator, problems)
-    else {
+    let mut with_unknown_fields = Vec::new();
+    let value = document.value.clone();
+    let raw = deserialize_all::<RawCluster>(value, &locator, problems, &mut with_unknown_fields);
+    let Some(raw) = raw else {
         return Ok(None);
     };
     let mut problems = Problems {
         locator,
         list: problems,
+        with_unknown_fields,
     };
     let spec = raw.spec.unwrap_or_default();
     let metadata = raw.metadata.unwrap_or_default();

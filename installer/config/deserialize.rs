@@ -2,7 +2,7 @@
 //! the first.
 //!
 //! serde stops at the first error. Each error names the path of the field (through
-//! `serde_path_to_error`); the field is then removed from the document and deserialization runs
+//! `serde_path_to_error`), so the field is removed from the document and deserialization runs
 //! again, until the rest is accepted. Every field of `raw` is optional, so removing one never
 //! creates a second error.
 
@@ -18,12 +18,14 @@ use super::locate::Locator;
 /// does not print thousands of lines.
 const MAX_ATTEMPTS: usize = 50;
 
-/// Deserializes `value`, pushing a problem for every field that does not fit. Returns `None` when
-/// the document cannot be deserialized even after removing the fields at fault.
+/// Deserializes `value`, pushing a problem for every field that does not fit and the path of
+/// every mapping with an unknown field onto `with_unknown_fields`. Returns `None` when the
+/// document cannot be deserialized even after removing the fields at fault.
 pub fn deserialize_all<T: DeserializeOwned>(
     mut value: Value,
     locator: &Locator<'_>,
     problems: &mut Vec<Problem>,
+    with_unknown_fields: &mut Vec<String>,
 ) -> Option<T> {
     let mut removed = RemovedItems::default();
     for _ in 0..MAX_ATTEMPTS {
@@ -33,7 +35,11 @@ pub fn deserialize_all<T: DeserializeOwned>(
         };
         let segments: Vec<Segment> = error.path().iter().cloned().collect();
         let path = removed.original_path(&segments);
-        problems.push(describe(&path, &error.inner().to_string(), locator));
+        let message = error.inner().to_string();
+        if parse_unknown_field(&message).is_some() {
+            with_unknown_fields.push(index::parent(&path).to_string());
+        }
+        problems.push(describe(&path, &message, locator));
         if !remove(&mut value, &segments) {
             return None;
         }
@@ -75,7 +81,7 @@ fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     Some((field.to_string(), expected))
 }
 
-/// The accepted name closest to a misspelt one, if any is close enough to be a likely typo.
+/// Returns the accepted name closest to a misspelt one, if any is close enough to be a likely typo.
 pub fn closest<'a>(written: &str, accepted: &'a [impl AsRef<str>]) -> Option<&'a str> {
     let lowered = written.to_lowercase();
     accepted

@@ -18,7 +18,7 @@ pub const K0S_API_VERSION: &str = "k0s.k0sproject.io/v1beta1";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// Where the document starts.
+    /// The location of the document's first line.
     pub origin: Location,
     pub api_version: String,
     pub kind: String,
@@ -31,7 +31,7 @@ pub struct Manifest {
 /// One parsed document of a file.
 pub struct Document {
     pub value: Value,
-    /// Positions of its nodes; `None` when the event parser and libyaml disagreed on the file.
+    /// Positions of its nodes, or `None` when the event parser and libyaml disagreed on the file.
     pub scanned: Option<ScannedDocument>,
 }
 
@@ -117,7 +117,7 @@ fn yaml_problem(source: &Source, error: &yaml_serde::Error) -> Problem {
     .with_fix("check the indentation and quoting around this position")
 }
 
-/// What a document is, by its `apiVersion` and `kind`.
+/// The kind of a document, by its `apiVersion` and `kind`.
 pub enum DocumentKind {
     /// The k0sctl cluster document (`kind: Cluster`, any case).
     Cluster,

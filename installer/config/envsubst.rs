@@ -4,7 +4,7 @@
 //! Supported forms: `$VAR`, `${VAR}`, `${VAR-default}`, `${VAR:-default}`, `${VAR=default}`,
 //! `${VAR:=default}`, `${VAR+other}`, `${VAR:+other}`, and `$$` for a literal `$`. A default may
 //! itself contain `$VAR` or `${VAR}`. An unset variable without a default becomes the empty
-//! string, as in k0sctl; the caller is told its name so that it can warn.
+//! string, as in k0sctl, and its name is returned so that the caller can warn.
 //!
 //! The substitution also records where it replaced text, so that a position found by the YAML
 //! parser in the substituted text can be mapped back to the line and column the user wrote.

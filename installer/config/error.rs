@@ -25,11 +25,11 @@ impl fmt::Display for Location {
 /// One thing wrong with a cluster file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// What is wrong, naming the field and the value.
+    /// The description of what is wrong, naming the field and the value.
     pub message: String,
-    /// Where it is; `None` when the problem concerns the file set as a whole.
+    /// The position, or `None` when the problem concerns the file set as a whole.
     pub location: Option<Location>,
-    /// What to change, phrased to follow the location after a comma.
+    /// The change that fixes it, phrased to follow the location after a comma.
     pub fix: Option<String>,
 }
 
@@ -85,13 +85,13 @@ pub enum ConfigError {
     #[error("no cluster file given")]
     NoFiles,
 
-    /// Every problem found, in file order; never empty.
+    /// Every problem found, in file order. The list is never empty.
     #[error("{}", list_problems(.0))]
     Invalid(Vec<Problem>),
 }
 
 impl ConfigError {
-    /// The problems of an invalid file set; empty for the other variants.
+    /// Returns the problems of an invalid file set, or nothing for the other variants.
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid(problems) => problems,

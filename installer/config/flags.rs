@@ -12,7 +12,7 @@ use std::fmt;
 pub struct Flags(Vec<String>);
 
 impl Flags {
-    /// Takes flags as written in `installFlags`; each entry is unquoted once when it forms a
+    /// Takes flags as written in `installFlags`. Each entry is unquoted once when it forms a
     /// single shell word (`--kubelet-extra-args="--a --b"` becomes `--kubelet-extra-args=--a --b`).
     pub fn from_entries<I, S>(entries: I) -> Flags
     where
@@ -67,7 +67,7 @@ impl Flags {
         }
     }
 
-    /// The whole first flag with this name, such as `--data-dir=/var/lib/k0s`.
+    /// Returns the whole first flag with this name, such as `--data-dir=/var/lib/k0s`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.position(name).map(|index| self.0[index].as_str())
     }
@@ -76,8 +76,8 @@ impl Flags {
         self.position(name).is_some()
     }
 
-    /// The value of the first flag with this name: `/x` for `--data-dir=/x` or `--data-dir /x`;
-    /// `None` when the flag is absent or has no value.
+    /// Returns the value of the first flag with this name: `/x` for `--data-dir=/x` or
+    /// `--data-dir /x`, and `None` when the flag is absent or has no value.
     pub fn value(&self, name: &str) -> Option<String> {
         let flag = unquote(self.get(name)?);
         let separator = flag.find(['=', ' '])?;
@@ -100,7 +100,7 @@ impl Flags {
         }
     }
 
-    /// Whether a flag is present and not explicitly false (`--single`, `--single=true`).
+    /// Checks whether a flag is present and not explicitly false (`--single`, `--single=true`).
     pub fn is_enabled(&self, name: &str) -> bool {
         self.contains(name) && self.value(name).as_deref() != Some("false")
     }
@@ -127,7 +127,7 @@ impl Flags {
         parts.join(" ")
     }
 
-    /// The index of the flag with the same name as `flag`.
+    /// Finds the index of the flag with the same name as `flag`.
     fn position(&self, flag: &str) -> Option<usize> {
         let flag = unquote(flag);
         let name = flag
@@ -148,7 +148,7 @@ impl fmt::Display for Flags {
     }
 }
 
-/// Removes one level of shell quoting when `text` is a single shell word; otherwise returns it
+/// Removes one level of shell quoting when `text` is a single shell word, or else returns it
 /// unchanged.
 fn unquote(text: &str) -> String {
     if !text.contains(['\'', '"', '\\']) {
@@ -174,7 +174,7 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r#"'"'"'"#))
 }
 
-/// Whether every `'` and `"` in an install flag is paired. A quote after a backslash does not
+/// Checks whether every `'` and `"` in an install flag is paired. A quote after a backslash does not
 /// count, as in k0sctl's check.
 pub fn has_balanced_quotes(flag: &str) -> bool {
     let (mut single, mut double) = (0usize, 0usize);

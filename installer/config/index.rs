@@ -1,7 +1,7 @@
 //! Where each node of a YAML document sits in the file, looked up by its path
 //! (`spec.hosts[1].ssh.address`).
 //!
-//! serde turns a document into typed values but forgets positions, and most problems are found
+//! serde turns a document into typed values without positions, and most problems are found
 //! only after that, by validation. This index is built from the event stream of `saphyr-parser`,
 //! so that any problem can still name the line and column of the value it is about.
 
@@ -26,7 +26,7 @@ impl Mark {
     }
 }
 
-/// Which part of a mapping entry a position should point at.
+/// The part of a mapping entry a position points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Site {
     /// The key, for problems with the field itself (unknown field).
@@ -48,7 +48,7 @@ pub struct PositionIndex {
 }
 
 impl PositionIndex {
-    /// The position of the node at `path`, or of its nearest ancestor that exists in the file
+    /// Finds the position of the node at `path`, or of its nearest ancestor that exists in the file
     /// (a missing field is reported at the mapping that lacks it).
     pub fn find(&self, path: &str, site: Site) -> Option<Mark> {
         let mut path = path;
@@ -66,14 +66,14 @@ impl PositionIndex {
         }
     }
 
-    /// Whether the document contains a node at exactly `path`.
+    /// Checks whether the document contains a node at exactly `path`.
     #[cfg(test)]
     pub fn contains(&self, path: &str) -> bool {
         self.nodes.contains_key(path)
     }
 }
 
-/// The path of a mapping entry: `parent.key`, or `key` at the root.
+/// Builds the path of a mapping entry: `parent.key`, or `key` at the root.
 pub fn child(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
@@ -82,13 +82,13 @@ pub fn child(parent: &str, key: &str) -> String {
     }
 }
 
-/// The path of a sequence item: `parent[index]`.
+/// Builds the path of a sequence item: `parent[index]`.
 pub fn item(parent: &str, index: usize) -> String {
     format!("{parent}[{index}]")
 }
 
-/// The path one level up: `a.b[2]` → `a.b` → `a` → ``.
-fn parent(path: &str) -> &str {
+/// Returns the path one level up: `a.b[2]` → `a.b` → `a` → ``.
+pub fn parent(path: &str) -> &str {
     match path.rfind(['.', '[']) {
         Some(i) => &path[..i],
         None => "",
@@ -99,11 +99,12 @@ fn parent(path: &str) -> &str {
 #[derive(Debug)]
 pub struct ScannedDocument {
     pub index: PositionIndex,
-    /// Where the document's content starts.
+    /// The position of the document's first node.
     pub start: Mark,
-    /// The byte range of the document's content, without `---` and `...` markers.
+    /// The byte range of the document's content, from the line of its first node to the
+    /// document's end, without a `...` marker.
     pub text: Range<usize>,
-    /// Whether the document holds nothing (only comments, or an empty `---` section).
+    /// Whether the document contains nothing (only comments, or an empty `---` section).
     pub empty: bool,
 }
 
@@ -188,6 +189,11 @@ pub fn scan_documents(text: &str) -> Result<Vec<ScannedDocument>, ScanFailure> {
                 if *first_node {
                     *first_node = false;
                     document.empty = is_null_scalar(&event);
+                    // The content starts on the line of its first node, after any `---` line
+                    // and comments.
+                    document.start = Mark::of(span);
+                    let line_start = span.start.index() - span.start.col();
+                    document.text.start = offsets.byte(line_start);
                 }
                 record_node(&mut document.index, &mut stack, &event, span);
             }
@@ -280,7 +286,7 @@ fn record_node(index: &mut PositionIndex, stack: &mut Vec<Frame>, event: &Event<
     }
 }
 
-/// After a complex key ends, the mapping that holds it expects the key's value.
+/// After a complex key ends, the mapping that contains it expects the key's value.
 fn finish_skipped_key(stack: &mut [Frame]) {
     if let Some(Frame::Mapping { expecting_key, .. }) = stack.last_mut() {
         *expecting_key = false;
@@ -390,10 +396,10 @@ spec:
         assert_eq!(documents.len(), 3);
         assert_eq!(&text[documents[0].text.clone()], "a: 1\n");
         assert_eq!(
-            &text[documents[1].text.clone()].trim(),
-            &"kind: Pod\nmetadata: {name: x}"
+            &text[documents[1].text.clone()],
+            "kind: Pod\nmetadata: {name: x}\n"
         );
-        assert_eq!(documents[1].start.line, 2);
+        assert_eq!(documents[1].start, Mark { line: 3, column: 0 });
         assert!(!documents[1].empty);
         assert!(documents[2].empty);
         assert!(documents[1].index.contains("metadata.name"));

@@ -5,9 +5,9 @@ use super::cluster::Cluster;
 use super::flags::{Flags, shell_quote};
 use super::host::{Host, Role};
 
-/// Where the join token is written on a joining host.
+/// The path of the join token on a joining host.
 pub const TOKEN_FILE: &str = "/etc/k0s/k0stoken";
-/// Where the k0s configuration is written on controllers.
+/// The path of the k0s configuration on controllers.
 pub const CONFIG_FILE: &str = "/etc/k0s/k0s.yaml";
 
 /// What the install command depends on besides the cluster file.
@@ -15,7 +15,7 @@ pub const CONFIG_FILE: &str = "/etc/k0s/k0s.yaml";
 pub struct InstallOptions {
     /// The host initialises the cluster, so it has no join token.
     pub leader: bool,
-    /// Reinstall over an existing service (`--force=true`); k0s accepts it since v1.27.4.
+    /// Reinstall over an existing service (`--force=true`), which k0s accepts since v1.27.4.
     pub force: bool,
 }
 
@@ -27,7 +27,7 @@ pub enum InstallCommandError {
 }
 
 impl Cluster {
-    /// The flags of `k0s install` for `host`, in k0sctl's order: the user's installFlags, then
+    /// Builds the flags of `k0s install` for `host`, in k0sctl's order: the user's installFlags, then
     /// `--data-dir`, `--kubelet-root-dir`, the role flags, `--token-file` (joining hosts),
     /// `--config` (controllers), `--kubelet-extra-args` with `--node-ip` and
     /// `--hostname-override`, `--enable-dynamic-config` and `--force`.
@@ -63,7 +63,7 @@ impl Cluster {
             flags.add_unless_present(&format!("--config={CONFIG_FILE}"));
         }
 
-        // k0sctl adds kubelet arguments for roles ending in "worker" only; airlock includes
+        // k0sctl adds kubelet arguments for roles ending in "worker" only, but airlock includes
         // `single`, whose kubelet would otherwise ignore the hostname and private address.
         if host.role.runs_workloads() {
             let mut extra = match flags.value("--kubelet-extra-args") {
@@ -98,7 +98,7 @@ impl Cluster {
         Ok(flags)
     }
 
-    /// The whole command, such as `/usr/local/bin/k0s install worker --data-dir=/var/lib/k0s ...`.
+    /// Builds the whole command, such as `/usr/local/bin/k0s install worker --data-dir=/var/lib/k0s ...`.
     /// Running it with sudo is up to the caller.
     pub fn install_command(
         &self,

@@ -8,7 +8,7 @@ use super::source::Source;
 #[derive(Clone, Copy)]
 pub struct Locator<'a> {
     pub source: &'a Source,
-    /// The document's position index; `None` when it could not be built, in which case every
+    /// The document's position index, or `None` when it could not be built. Then every
     /// position is the document's start.
     document: Option<&'a ScannedDocument>,
 }
@@ -18,7 +18,7 @@ impl<'a> Locator<'a> {
         Locator { source, document }
     }
 
-    /// The location of the node at `path`, or of its nearest ancestor present in the file.
+    /// Finds the location of the node at `path`, or of its nearest ancestor present in the file.
     pub fn at(&self, path: &str, site: Site) -> Option<Location> {
         let Some(document) = self.document else {
             return Some(self.source.start());
@@ -27,7 +27,7 @@ impl<'a> Locator<'a> {
         Some(self.source.location(mark.line, mark.column))
     }
 
-    /// The location where the document starts.
+    /// Returns the location where the document starts.
     pub fn document_start(&self) -> Location {
         match self.document {
             Some(document) => self
@@ -42,6 +42,8 @@ impl<'a> Locator<'a> {
 pub struct Problems<'a> {
     pub locator: Locator<'a>,
     pub list: &'a mut Vec<Problem>,
+    /// Paths of mappings that had an unknown field.
+    pub with_unknown_fields: Vec<String>,
 }
 
 impl<'a> Problems<'a> {
@@ -52,6 +54,14 @@ impl<'a> Problems<'a> {
             .push(Problem::new(message, location).with_fix(fix));
     }
 
+    /// Records a field missing from the mapping at `mapping`, unless that mapping had an unknown
+    /// field: that is most likely the same field misspelt, and already reported.
+    pub fn missing(&mut self, mapping: &str, message: impl Into<String>, fix: impl Into<String>) {
+        if !self.with_unknown_fields.iter().any(|path| path == mapping) {
+            self.key(mapping, message, fix);
+        }
+    }
+
     /// Records a problem with the field at `path` itself, pointing at its key.
     pub fn key(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
         let location = self.locator.at(path, Site::Key);
@@ -60,7 +70,7 @@ impl<'a> Problems<'a> {
     }
 
     /// Reads one of a fixed set of words. An absent or empty value gives the first choice, the
-    /// default; an unknown word is recorded as a problem and gives `None`.
+    /// default. An unknown word is recorded as a problem and gives `None`.
     pub fn choice<T: Copy>(
         &mut self,
         written: Option<&str>,

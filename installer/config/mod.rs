@@ -1,7 +1,7 @@
 //! The cluster file: k0sctl's `Cluster` format plus airlock's own section, `spec.airlock`.
 //!
 //! Users bring the `k0sctl.yaml` they have. Loading follows k0sctl v0.32: each file passes
-//! through `${VAR}` substitution, is split into YAML documents, and the documents are sorted by
+//! through `${VAR}` substitution and is split into YAML documents. The documents are sorted by
 //! `apiVersion` and `kind` into the one cluster document, k0s `ClusterConfig` documents (merged
 //! into `spec.k0s.config`) and other manifests (applied after the cluster is up). The cluster
 //! document is then defaulted and validated into a [`Cluster`].
@@ -23,6 +23,7 @@ mod deserialize;
 mod documents;
 mod envsubst;
 mod error;
+mod files;
 mod flags;
 mod host;
 mod index;
@@ -31,6 +32,7 @@ mod locate;
 mod options;
 mod raw;
 mod source;
+mod ssh;
 mod units;
 mod version;
 
@@ -43,13 +45,14 @@ pub use airlock::{
 pub use cluster::{Cluster, ClusterLoader, K0s, SourceText, VersionChannel};
 pub use documents::Manifest;
 pub use error::{ConfigError, Location, Problem};
+pub use files::{FileSource, UploadFile};
 pub use flags::{Flags, shell_quote};
 pub use host::{
-    DEFAULT_DATA_DIR, DEFAULT_K0S_INSTALL_PATH, DEFAULT_KUBELET_ROOT_DIR, FileSource, Hooks, Host,
-    Role, Ssh, UploadFile,
+    DEFAULT_DATA_DIR, DEFAULT_K0S_INSTALL_PATH, DEFAULT_KUBELET_ROOT_DIR, Hooks, Host, Role,
 };
 pub use install::{CONFIG_FILE, InstallCommandError, InstallOptions, TOKEN_FILE};
 pub use options::{Concurrency, Drain, EvictTaint, Options, TaintEffect};
+pub use ssh::Ssh;
 pub use units::Quantity;
 pub use version::{InvalidK0sVersion, K0sVersion};
 

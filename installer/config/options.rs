@@ -21,22 +21,25 @@ pub struct Options {
     pub concurrency: Concurrency,
 }
 
-/// How a node is drained before a disruptive change.
+/// The drain settings for a node before a disruptive change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Drain {
     pub enabled: bool,
+    #[serde(serialize_with = "go_duration")]
     pub grace_period: Duration,
+    #[serde(serialize_with = "go_duration")]
     pub timeout: Duration,
     pub force: bool,
     pub ignore_daemon_sets: bool,
     pub delete_empty_dir_data: bool,
     pub pod_selector: Option<String>,
+    #[serde(serialize_with = "go_duration")]
     pub skip_wait_for_delete_timeout: Duration,
 }
 
 impl Drain {
-    /// The arguments of `kubectl drain` before the node name, in k0sctl's order:
+    /// Builds the arguments of `kubectl drain` before the node name, in k0sctl's order:
     /// `--force --grace-period=120 --timeout=5m0s --delete-emptydir-data --ignore-daemonsets`.
     pub fn kubectl_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -66,6 +69,14 @@ impl Drain {
         }
         args
     }
+}
+
+/// Writes a duration as k0sctl's files do, such as `5m0s`.
+fn go_duration<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_go_duration(*duration))
 }
 
 /// The effect of the taint put on a node before it is disrupted.
@@ -99,7 +110,7 @@ pub struct EvictTaint {
 }
 
 impl EvictTaint {
-    /// The taint in kubectl's form, `key=value:Effect`.
+    /// Formats the taint in kubectl's form, `key=value:Effect`.
     pub fn kubectl_taint(&self) -> String {
         format!("{}:{}", self.taint, self.effect.as_str())
     }
@@ -108,7 +119,7 @@ impl EvictTaint {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Concurrency {
-    /// Hosts acted on at once; 0 means no limit.
+    /// Hosts acted on at once, where 0 means no limit.
     pub limit: u32,
     /// The share of workers, in percent, that may be disrupted at once during an upgrade.
     pub worker_disruption_percent: u32,

@@ -3,8 +3,8 @@
 //! Every field is optional here and every mapping rejects unknown fields, so that a typo is
 //! reported with the closest valid name. Defaults and rules are applied when these values become
 //! the typed model (`cluster.rs`, `host.rs`, `airlock.rs`). The field list follows k0sctl
-//! v0.32 (`pkg/apis/k0sctl.k0sproject.io/v1beta1`) and rig v2's connection blocks, so that a
-//! file k0sctl accepts never fails here on an unknown field.
+//! v0.32 (`pkg/apis/k0sctl.k0sproject.io/v1beta1`) and rig v2's connection blocks, so that
+//! every field k0sctl reads is accepted here.
 
 use std::collections::BTreeMap;
 

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use super::envsubst::{self, Substituted};
 use super::error::{ConfigError, Location, Problem};
 
-/// The largest cluster file airlock reads; real ones are a few kilobytes.
+/// The size limit for a cluster file. Real ones are a few kilobytes.
 pub const MAX_FILE_SIZE: u64 = 16 << 20;
 
 /// The name `-` stands for standard input, as in k0sctl.
 pub const STDIN_NAME: &str = "<stdin>";
 
 pub struct Source {
-    /// How messages name the file: the path as given, or `<stdin>`.
+    /// The file name used in messages: the path as given, or `<stdin>`.
     pub name: String,
     /// The directory relative paths in this file resolve against.
     pub dir: PathBuf,
@@ -104,7 +104,7 @@ impl Source {
         })
     }
 
-    /// The text after substitution, which the YAML parsers read.
+    /// Returns the text after substitution, which the YAML parsers read.
     pub fn text(&self) -> &str {
         &self.substituted.text
     }
@@ -128,7 +128,7 @@ impl Source {
         }
     }
 
-    /// The location of the start of the file.
+    /// Returns the location of the start of the file.
     pub fn start(&self) -> Location {
         Location {
             file: self.name.clone(),
@@ -140,10 +140,12 @@ impl Source {
     /// Resolves a path written in this file: `~/` against the home directory, a relative path
     /// against the file's directory.
     pub fn resolve_path(&self, written: &str) -> PathBuf {
-        if let Some(rest) = written.strip_prefix("~/")
-            && let Some(home) = std::env::var_os("HOME")
-        {
-            return PathBuf::from(home).join(rest);
+        if let Some(rest) = written.strip_prefix("~/") {
+            // Without HOME the path stays as written, for the SSH client to report.
+            return match std::env::var_os("HOME") {
+                Some(home) => PathBuf::from(home).join(rest),
+                None => PathBuf::from(written),
+            };
         }
         let path = Path::new(written);
         if path.is_absolute() {
@@ -154,14 +156,14 @@ impl Source {
     }
 }
 
-/// Byte offsets at which each line starts; the first is always 0.
+/// Returns the byte offset at which each line starts, beginning with 0.
 fn line_starts(text: &str) -> Vec<usize> {
     std::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))
         .collect()
 }
 
-/// The line (from 1) and character column (from 0) of a byte offset.
+/// Converts a byte offset into a line (from 1) and character column (from 0).
 fn line_and_column(text: &str, lines: &[usize], byte: usize) -> (usize, usize) {
     let byte = byte.min(text.len());
     let line_index = lines.partition_point(|&start| start <= byte) - 1;

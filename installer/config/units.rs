@@ -137,8 +137,8 @@ impl Serialize for Quantity {
 }
 
 /// Checks a Prometheus duration such as `15d`, `2w` or `1y6w`: whole numbers with the units
-/// y, w, d, h, m, s and ms, each at most once and in that order (Prometheus's
-/// `model.ParseDuration`).
+/// y, w, d, h, m, s and ms, each at most once and in that order, or `0`. This is the pattern of
+/// the `Duration` type of prometheus-operator's `monitoring.coreos.com/v1` API.
 pub fn check_prometheus_duration(text: &str) -> Result<(), String> {
     let invalid = || {
         format!(
