@@ -314,6 +314,22 @@ fn host_selections() {
 }
 
 #[test]
+fn merge_keys_and_open_ssh_blocks() {
+    let cluster = load_with(&["valid/openssh-and-merge-keys.yaml"], &[]).unwrap();
+    let merged = &cluster.hosts[1].ssh;
+    assert_eq!(merged.address.to_string(), "127.0.1.2");
+    assert_eq!((merged.user.as_str(), merged.port), ("admin", 2222));
+    assert_eq!(
+        merged.key_path.as_deref(),
+        Some(fixture("valid/keys/lab").as_path())
+    );
+
+    let open_ssh = &cluster.hosts[2].ssh;
+    assert_eq!(open_ssh.address.name(), Some("node-3"));
+    assert_eq!((open_ssh.user.as_str(), open_ssh.port), ("ops", 22));
+}
+
+#[test]
 fn single_host_runs_workloads() {
     let cluster = load_with(&["valid/single-host.yaml"], &[]).unwrap();
     let host = &cluster.hosts[0];

@@ -244,6 +244,16 @@ const PROBLEMS: &[(&str, &str)] = &[
          at invalid/k0s-too-old-for-kubelet-root-dir.yaml:10:14, use k0s v1.32.1 or newer",
     ),
     (
+        "winrm-host",
+        "winRM hosts are not supported at invalid/winrm-host.yaml:8:7, airlock installs Linux hosts over SSH; use an ssh block",
+    ),
+    // The second host's invalid address is not reported: after the first item was dropped its
+    // position would be wrong.
+    (
+        "host-not-a-mapping",
+        "invalid spec.hosts[0]: invalid type: string \"127.0.1.1\", expected a mapping at invalid/host-not-a-mapping.yaml:5:7",
+    ),
+    (
         "address-with-port",
         "invalid host address \"127.0.1.1:22\": the port belongs in the port field, not in the address \
          at invalid/address-with-port.yaml:6:22, write an IP address such as 10.0.0.5 or a DNS name such as node1.example.com",

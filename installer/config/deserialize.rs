@@ -20,7 +20,8 @@ const MAX_ATTEMPTS: usize = 50;
 
 /// Deserializes `value`, pushing a problem for every field that does not fit and the path of
 /// every mapping with an unknown field onto `with_unknown_fields`. Returns `None` when the
-/// document cannot be deserialized even after removing the fields at fault.
+/// document cannot be deserialized even after removing the fields at fault, or when a whole list
+/// item had to be removed.
 pub fn deserialize_all<T: DeserializeOwned>(
     mut value: Value,
     locator: &Locator<'_>,
@@ -30,6 +31,9 @@ pub fn deserialize_all<T: DeserializeOwned>(
     let mut removed = RemovedItems::default();
     for _ in 0..MAX_ATTEMPTS {
         let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            // Without the removed list items, later items would be validated under the index of
+            // an earlier one and reported at the wrong position.
+            Ok(_) if !removed.items.is_empty() => return None,
             Ok(typed) => return Some(typed),
             Err(error) => error,
         };
@@ -45,6 +49,13 @@ pub fn deserialize_all<T: DeserializeOwned>(
         }
         removed.record(&segments);
     }
+    problems.push(
+        Problem::new(
+            format!("more than {MAX_ATTEMPTS} invalid fields"),
+            Some(locator.document_start()),
+        )
+        .with_fix("fix the fields listed above and validate again to see the rest"),
+    );
     None
 }
 
@@ -99,6 +110,14 @@ pub fn closest<'a>(written: &str, accepted: &'a [impl AsRef<str>]) -> Option<&'a
 
 /// Replaces Rust type names in serde messages with the words a YAML author uses.
 fn readable(message: &str) -> String {
+    // serde names the expected struct, such as "expected struct RawHost".
+    let message = match message.split_once("expected struct ") {
+        Some((before, after)) => {
+            let rest = after.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+            format!("{before}expected a map{rest}")
+        }
+        None => message.to_string(),
+    };
     const WORDS: &[(&str, &str)] = &[
         ("expected u8", "expected an integer from 0 to 255"),
         ("expected u16", "expected an integer from 0 to 65535"),
@@ -219,6 +238,18 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "unknown field `adress`, expected one of `address`, `user`, `port`"
+        );
+    }
+
+    #[test]
+    fn readable_hides_rust_type_names() {
+        assert_eq!(
+            readable("invalid type: integer `5`, expected struct RawHost"),
+            "invalid type: integer `5`, expected a mapping"
+        );
+        assert_eq!(
+            readable("invalid type: string \"a\", expected u16"),
+            "invalid type: string \"a\", expected an integer from 0 to 65535"
         );
     }
 

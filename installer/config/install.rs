@@ -1,5 +1,5 @@
-//! The `k0s install` command line for a host, built as k0sctl v0.32 builds it
-//! (`Host.K0sInstallFlags`), plus airlock's `--kubelet-root-dir` default.
+//! The `k0s install` and `k0s reset` command lines for a host, built as k0sctl v0.32 builds them
+//! (`Host.K0sInstallFlags`, `Host.K0sResetCommand`), plus airlock's `--kubelet-root-dir` default.
 
 use super::cluster::Cluster;
 use super::flags::{Flags, shell_quote};
@@ -115,6 +115,23 @@ impl Cluster {
     }
 }
 
+impl Host {
+    /// Builds the command that removes k0s from the host, as k0sctl builds it:
+    /// `/usr/local/bin/k0s reset --data-dir=/var/lib/k0s --kubelet-root-dir=/var/lib/kubelet`.
+    pub fn reset_command(&self) -> String {
+        let mut flags = Flags::default();
+        flags.add(&format!("--data-dir={}", self.data_dir));
+        if let Some(dir) = &self.kubelet_root_dir {
+            flags.add(&format!("--kubelet-root-dir={dir}"));
+        }
+        format!(
+            "{} reset {}",
+            shell_quote(&self.k0s_install_path),
+            flags.join()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +228,21 @@ mod tests {
             command(&cluster, 0, false),
             "/usr/local/bin/k0s install worker --enable-cloud-provider=true --data-dir=/var/lib/k0s \
              --kubelet-root-dir=/var/lib/kubelet --token-file=/etc/k0s/k0stoken"
+        );
+    }
+
+    #[test]
+    fn reset_names_both_directories() {
+        let cluster = cluster(
+            "    - role: controller\n      ssh: {address: 127.0.1.1}\n    - role: worker\n      dataDir: /srv/k0s\n      ssh: {address: 127.0.1.2}\n",
+        );
+        assert_eq!(
+            cluster.hosts[0].reset_command(),
+            "/usr/local/bin/k0s reset --data-dir=/var/lib/k0s"
+        );
+        assert_eq!(
+            cluster.hosts[1].reset_command(),
+            "/usr/local/bin/k0s reset --data-dir=/srv/k0s --kubelet-root-dir=/var/lib/kubelet"
         );
     }
 
