@@ -54,7 +54,7 @@ pub fn deserialize_all<T: DeserializeOwned>(
             format!("more than {MAX_ATTEMPTS} invalid fields"),
             Some(locator.document_start()),
         )
-        .with_fix("fix the fields listed above and validate again to see the rest"),
+        .with_fix("fix the fields listed here and validate again to see the rest"),
     );
     None
 }
