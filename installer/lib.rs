@@ -14,5 +14,6 @@ pub mod digest;
 pub mod k0s;
 pub mod phase;
 pub mod remote;
+pub mod shell;
 pub mod stacks;
 pub mod ui;

@@ -146,6 +146,7 @@ fn init_logging(cli: &Cli, ui: &Ui) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(ui.log_writer())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(cli.verbose > 1)
         .without_time()
         .try_init();

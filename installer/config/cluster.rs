@@ -17,7 +17,7 @@ use super::locate::{Locator, Problems};
 use super::options::{Options, build_options};
 use super::raw::{RawCluster, RawK0s};
 use super::source::Source;
-use super::version::K0sVersion;
+use crate::k0s::K0sVersion;
 
 /// The oldest k0s k0sctl supports.
 const K0S_MIN_VERSION: &str = "0.11.0-rc1";
@@ -297,21 +297,22 @@ fn build_k0s(
     k0s_configs: Vec<Value>,
     problems: &mut Problems<'_>,
 ) -> K0s {
-    let minimum = |text: &str| K0sVersion::parse(text).expect("version constants parse");
-    let version =
-        raw.version.map(|v| v.0).filter(|v| !v.is_empty()).and_then(
-            |text| match K0sVersion::parse(&text) {
-                Ok(version) => Some(version),
-                Err(error) => {
-                    problems.value(
+    let minimum = |text: &str| text.parse::<K0sVersion>().expect("version constants parse");
+    let version = raw
+        .version
+        .map(|v| v.0)
+        .filter(|v| !v.is_empty())
+        .and_then(|text| match text.parse::<K0sVersion>() {
+            Ok(version) => Some(version),
+            Err(error) => {
+                problems.value(
                     "spec.k0s.version",
                     error.to_string(),
                     "write the version of a k0s release, or remove it to use the bundle's version",
                 );
-                    None
-                }
-            },
-        );
+                None
+            }
+        });
     if let Some(version) = &version {
         if *version < minimum(K0S_MIN_VERSION) {
             problems.value(

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::shell::quote;
+
 /// The `installFlags` of a host, or the flags of a command being built.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Flags(Vec<String>);
@@ -112,14 +114,14 @@ impl Flags {
         for flag in &self.0 {
             match flag.find(['=', ' ']) {
                 None if flag.is_empty() => {}
-                None => parts.push(shell_quote(flag)),
+                None => parts.push(quote(flag)),
                 Some(separator) => {
                     let (name, value) = (&flag[..separator], unquote(&flag[separator + 1..]));
                     // k0sctl drops an empty value and keeps the bare flag name.
                     if value.is_empty() {
-                        parts.push(shell_quote(name));
+                        parts.push(quote(name));
                     } else {
-                        parts.push(format!("{name}={}", shell_quote(&value)));
+                        parts.push(format!("{name}={}", quote(&value)));
                     }
                 }
             }
@@ -158,20 +160,6 @@ fn unquote(text: &str) -> String {
         Some(words) if words.len() == 1 => words.into_iter().next().unwrap_or_default(),
         _ => text.to_string(),
     }
-}
-
-/// Quotes `text` for a POSIX shell the way Go's `alessio/shellescape.Quote` does, which k0sctl
-/// uses: unchanged when it contains only letters, digits and `_@%+=:,./-`, otherwise in single
-/// quotes with each `'` written as `'"'"'`.
-pub fn shell_quote(text: &str) -> String {
-    if text.is_empty() {
-        return "''".to_string();
-    }
-    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
-    if text.chars().all(safe) {
-        return text.to_string();
-    }
-    format!("'{}'", text.replace('\'', r#"'"'"'"#))
 }
 
 /// Checks whether every `'` and `"` in an install flag is paired. A quote after a backslash does not
@@ -251,15 +239,12 @@ mod tests {
     }
 
     #[test]
-    fn shell_quote_matches_shellescape() {
-        assert_eq!(shell_quote("/var/lib/k0s"), "/var/lib/k0s");
-        assert_eq!(
-            shell_quote("a@b%c+d=e:f,g.h/i-j_k"),
-            "a@b%c+d=e:f,g.h/i-j_k"
-        );
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r#"'it'"'"'s'"#);
+    fn quote_matches_shellescape() {
+        assert_eq!(quote("/var/lib/k0s"), "/var/lib/k0s");
+        assert_eq!(quote("a@b%c+d=e:f,g.h/i-j_k"), "a@b%c+d=e:f,g.h/i-j_k");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r#"'it'"'"'s'"#);
     }
 
     #[test]

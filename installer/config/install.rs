@@ -2,8 +2,9 @@
 //! (`Host.K0sInstallFlags`, `Host.K0sResetCommand`), plus airlock's `--kubelet-root-dir` default.
 
 use super::cluster::Cluster;
-use super::flags::{Flags, shell_quote};
+use super::flags::Flags;
 use super::host::{Host, Role};
+use crate::shell::quote;
 
 /// The path of the join token on a joining host.
 pub const TOKEN_FILE: &str = "/etc/k0s/k0stoken";
@@ -108,7 +109,7 @@ impl Cluster {
         let flags = self.install_flags(host, options)?;
         Ok(format!(
             "{} install {} {}",
-            shell_quote(&host.k0s_install_path),
+            quote(&host.k0s_install_path),
             host.role.k0s_role(),
             flags.join()
         ))
@@ -124,11 +125,7 @@ impl Host {
         if let Some(dir) = &self.kubelet_root_dir {
             flags.add(&format!("--kubelet-root-dir={dir}"));
         }
-        format!(
-            "{} reset {}",
-            shell_quote(&self.k0s_install_path),
-            flags.join()
-        )
+        format!("{} reset {}", quote(&self.k0s_install_path), flags.join())
     }
 }
 

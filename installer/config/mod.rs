@@ -34,8 +34,8 @@ mod raw;
 mod source;
 mod ssh;
 mod units;
-mod version;
 
+pub use crate::k0s::K0sVersion;
 pub use address::{HostAddress, InvalidHostAddress};
 pub use airlock::{
     AirlockSettings, BundleSettings, DriverSource, GpuOperator, Isolation, KubeVirt, Mig,
@@ -46,7 +46,7 @@ pub use cluster::{Cluster, ClusterLoader, K0s, SourceText, VersionChannel};
 pub use documents::Manifest;
 pub use error::{ConfigError, Location, Problem};
 pub use files::{FileSource, UploadFile};
-pub use flags::{Flags, shell_quote};
+pub use flags::Flags;
 pub use host::{
     DEFAULT_DATA_DIR, DEFAULT_K0S_INSTALL_PATH, DEFAULT_KUBELET_ROOT_DIR, Hooks, Host, Role,
 };
@@ -54,7 +54,6 @@ pub use install::{CONFIG_FILE, InstallCommandError, InstallOptions, TOKEN_FILE};
 pub use options::{Concurrency, Drain, EvictTaint, Options, TaintEffect};
 pub use ssh::Ssh;
 pub use units::Quantity;
-pub use version::{InvalidK0sVersion, K0sVersion};
 
 /// A commented example cluster file, printed by `airlock init`.
 pub const EXAMPLE_CLUSTER_FILE: &str = include_str!("example-cluster.yaml");

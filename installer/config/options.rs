@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::flags::shell_quote;
 use super::index::child;
 use super::locate::Problems;
 use super::raw::{RawConcurrency, RawDrain, RawEvictTaint, RawOptions, ScalarText};
 use super::units::{format_go_duration, parse_go_duration};
+use crate::shell::quote;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -53,7 +53,7 @@ impl Drain {
             args.push(format!("--timeout={}", format_go_duration(self.timeout)));
         }
         if let Some(selector) = &self.pod_selector {
-            args.push(format!("--pod-selector={}", shell_quote(selector)));
+            args.push(format!("--pod-selector={}", quote(selector)));
         }
         if !self.skip_wait_for_delete_timeout.is_zero() {
             args.push(format!(

@@ -11,6 +11,7 @@ use tokio::io::AsyncRead;
 
 use super::session::{ExecError, Output, Session};
 use crate::digest::Digest;
+use crate::shell::quote;
 use crate::ui::Item;
 
 /// A failed operation on a host.
@@ -362,18 +363,6 @@ impl Host {
     }
 }
 
-/// Quotes `text` for a POSIX shell: wrapped in single quotes, each inner `'` written as `'\''`.
-pub fn quote(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
-    {
-        return text.to_string();
-    }
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
 fn parent_dir(path: &str) -> String {
     match path.rsplit_once('/') {
         Some(("", _)) => "/".to_string(),
@@ -412,23 +401,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quote_leaves_plain_words_alone() {
-        assert_eq!(
-            quote("/var/lib/k0s/images/k0s.tar"),
-            "/var/lib/k0s/images/k0s.tar"
-        );
-        assert_eq!(quote("--data-dir=/var/lib/k0s"), "--data-dir=/var/lib/k0s");
-    }
-
-    #[test]
-    fn quote_wraps_everything_else() {
-        assert_eq!(quote(""), "''");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
-    }
 
     #[test]
     fn parent_dir_of_paths() {

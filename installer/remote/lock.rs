@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::host::{Host, HostError, quote};
+use super::host::{Host, HostError};
+use crate::shell::quote;
 
 /// How often a held lock is touched.
 pub const REFRESH: Duration = Duration::from_secs(10);

@@ -9,7 +9,7 @@ mod known_hosts;
 mod lock;
 mod session;
 
-pub use host::{Host, HostError, Upload, quote};
+pub use host::{Host, HostError, Upload};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
 pub use lock::{HostLock, LockError, LockOwner};
 pub use session::{
