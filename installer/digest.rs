@@ -165,7 +165,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::new() }
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
 
     /// Returns the inner writer, the digest of everything written and the byte count.
@@ -195,7 +198,10 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Hasher::new() }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
 
     /// The digest of everything read so far, and the byte count.
@@ -237,7 +243,10 @@ mod tests {
             format!("sha256:{}g", &ABC[..63]),
             "sha256:".to_string(),
         ] {
-            assert!(matches!(bad.parse::<Digest>(), Err(ParseDigestError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<Digest>(), Err(ParseDigestError::Malformed(_))),
+                "{bad}"
+            );
         }
         assert!(matches!(
             format!("sha512:{ABC}").parse::<Digest>(),
@@ -254,7 +263,9 @@ mod tests {
 
     #[test]
     fn hashing_writer_matches_hash_reader() {
-        let data: Vec<u8> = (0..3 * STREAM_BUFFER + 17).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..3 * STREAM_BUFFER + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut writer = HashingWriter::new(Vec::new());
         writer.write_all(&data).unwrap();
         let (written, digest, len) = writer.finish();

@@ -50,7 +50,11 @@ impl Ui {
         if mode != Mode::Terminal {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Ui { mode, multi, started: Instant::now() }
+        Ui {
+            mode,
+            multi,
+            started: Instant::now(),
+        }
     }
 
     /// A handle that shows nothing, for library callers and tests.
@@ -122,7 +126,9 @@ impl Ui {
 
     /// A `tracing` writer that prints log lines above the live bars instead of through them.
     pub fn log_writer(&self) -> LogWriter {
-        LogWriter { multi: self.multi.clone() }
+        LogWriter {
+            multi: self.multi.clone(),
+        }
     }
 }
 
@@ -152,7 +158,10 @@ impl Item {
     /// Moves the item to a new state (`queued`, `uploading`, `verifying`, `ready`...). Plain mode
     /// prints a line only when the state really changes.
     pub fn set_state(&self, state: &str) {
-        let mut current = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if *current == state {
             return;
         }
@@ -238,7 +247,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     type Writer = LogLine;
 
     fn make_writer(&'a self) -> Self::Writer {
-        LogLine { multi: self.multi.clone(), buffer: Vec::with_capacity(256) }
+        LogLine {
+            multi: self.multi.clone(),
+            buffer: Vec::with_capacity(256),
+        }
     }
 }
 

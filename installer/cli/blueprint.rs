@@ -16,7 +16,12 @@ pub enum BlueprintCommand {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = "k0sctl.yaml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "k0sctl.yaml"
+    )]
     pub configs: Vec<PathBuf>,
     /// The output format.
     #[arg(long, value_enum, default_value_t = DocumentFormat::Yaml)]

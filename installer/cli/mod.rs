@@ -29,7 +29,12 @@ pub use report::{CliError, CliResult, Status};
 /// writes a blueprint of what it installed. `airlock upgrade` rolls the cluster forward from a
 /// newer bundle, one node at a time.
 #[derive(Debug, Parser)]
-#[command(name = "airlock", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "airlock",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Log more: -v for debug messages that explain decisions, -vv for trace. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -94,7 +99,9 @@ pub fn run() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            CliError::internal(error).context("cannot start the async runtime").print();
+            CliError::internal(error)
+                .context("cannot start the async runtime")
+                .print();
             return Status::Internal.into();
         }
     };
@@ -134,7 +141,8 @@ fn init_logging(cli: &Cli, ui: &Ui) {
     };
     // Dependencies log at debug level about every packet; keep them at warn unless RUST_LOG asks.
     let default_filter = format!("warn,airlock={default_level}");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(ui.log_writer())

@@ -35,22 +35,36 @@ pub struct CliError {
 impl CliError {
     /// A failure outside airlock (a host, a bundle, a file); exits with [`Status::Failure`].
     pub fn failure(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { error: error.into(), help: None, status: Status::Failure }
+        CliError {
+            error: error.into(),
+            help: None,
+            status: Status::Failure,
+        }
     }
 
     /// An error in the user's input; exits with [`Status::Usage`].
     pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { error: error.into(), help: None, status: Status::Usage }
+        CliError {
+            error: error.into(),
+            help: None,
+            status: Status::Usage,
+        }
     }
 
     /// The answer of a subcommand that does not exist yet.
     pub fn not_implemented(command: &str) -> CliError {
-        CliError::usage(anyhow::anyhow!("`airlock {command}` is not implemented yet"))
+        CliError::usage(anyhow::anyhow!(
+            "`airlock {command}` is not implemented yet"
+        ))
     }
 
     /// A bug in airlock; exits with [`Status::Internal`].
     pub fn internal(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { error: error.into(), help: None, status: Status::Internal }
+        CliError {
+            error: error.into(),
+            help: None,
+            status: Status::Internal,
+        }
     }
 
     /// Adds the `help:` line printed under the error.
@@ -86,10 +100,13 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     fn from(error: E) -> CliError {
-        CliError { error: error.into(), help: None, status: Status::Failure }
+        CliError {
+            error: error.into(),
+            help: None,
+            status: Status::Failure,
+        }
     }
 }
-
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -121,7 +138,9 @@ mod tests {
     #[test]
     fn report_lists_causes_and_help() {
         let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let error = CliError::from(inner).context("cannot read bundle.yaml").help("rebuild the bundle");
+        let error = CliError::from(inner)
+            .context("cannot read bundle.yaml")
+            .help("rebuild the bundle");
         assert_eq!(
             error.to_string(),
             "error: cannot read bundle.yaml\n  caused by: no such file\nhelp: rebuild the bundle"
@@ -133,6 +152,9 @@ mod tests {
     fn not_implemented_is_a_usage_error() {
         let error = CliError::not_implemented("upgrade");
         assert_eq!(error.exit_status(), Status::Usage);
-        assert_eq!(error.to_string(), "error: `airlock upgrade` is not implemented yet");
+        assert_eq!(
+            error.to_string(),
+            "error: `airlock upgrade` is not implemented yet"
+        );
     }
 }

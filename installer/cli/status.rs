@@ -10,7 +10,12 @@ use crate::ui::Ui;
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = "k0sctl.yaml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "k0sctl.yaml"
+    )]
     pub configs: Vec<PathBuf>,
     /// The known_hosts file that host keys are checked against (default: ~/.ssh/known_hosts).
     #[arg(long, value_name = "FILE")]

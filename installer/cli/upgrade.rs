@@ -10,7 +10,12 @@ use crate::ui::Ui;
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
     /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = "k0sctl.yaml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "k0sctl.yaml"
+    )]
     pub configs: Vec<PathBuf>,
     /// The newer bundle: a directory, a .tar.zst, or the first part of a split bundle.
     #[arg(long)]
