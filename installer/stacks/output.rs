@@ -150,7 +150,8 @@ impl PinnedImage {
 
 /// A condition apply polls with `k0s kubectl get <kind> -n <namespace> <name> -o json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// No `deny_unknown_fields`: serde does not support it together with `flatten`.
+#[serde(rename_all = "camelCase")]
 pub struct ReadinessCheck {
     /// The resource as `kubectl get` takes it, such as `deployment.apps` or `kubevirt.kubevirt.io`.
     pub kind: String,
@@ -164,7 +165,7 @@ pub struct ReadinessCheck {
 
 /// When a polled object counts as ready.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "ready", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", tag = "ready")]
 pub enum Readiness {
     /// `status.conditions[type == condition].status == status`.
     Condition { condition: String, status: String },

@@ -148,6 +148,9 @@ fn resolve_images(
 fn environment(charts: BTreeMap<String, (String, String)>) -> Environment<'static> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(UndefinedBehavior::Strict);
+    // minijinja would JSON-escape every value in `*.yaml.j2`; the templates quote with `tojson`
+    // where a value needs it.
+    environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     environment.set_syntax(
         minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -268,6 +271,9 @@ fn render_files(
     names.sort();
     for name in names {
         let text = render_template(stack, environment, &name, values.clone())?;
+        if std::env::var_os("AIRLOCK_DUMP").is_some() {
+            eprintln!("==== {name}\n{text}");
+        }
         if !has_content(&text) {
             continue;
         }
