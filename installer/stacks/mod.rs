@@ -71,9 +71,15 @@ pub enum RenderError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    Manifest(Box<ManifestError>),
     #[error("internal error in the stack templates: {0}")]
     Internal(String),
+}
+
+impl From<ManifestError> for RenderError {
+    fn from(error: ManifestError) -> RenderError {
+        RenderError::Manifest(Box::new(error))
+    }
 }
 
 impl RenderError {

@@ -271,9 +271,6 @@ fn render_files(
     names.sort();
     for name in names {
         let text = render_template(stack, environment, &name, values.clone())?;
-        if std::env::var_os("AIRLOCK_DUMP").is_some() {
-            eprintln!("==== {name}\n{text}");
-        }
         if !has_content(&text) {
             continue;
         }
