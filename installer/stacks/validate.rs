@@ -256,6 +256,9 @@ impl Validator {
                     .get_mut("properties")
                     .and_then(Value::as_object_mut)
                 {
+                    // Every object has these, whether or not the CRD's schema names them.
+                    properties.insert("apiVersion".into(), json!({"type": "string"}));
+                    properties.insert("kind".into(), json!({"type": "string"}));
                     properties.insert(
                         "metadata".into(),
                         json!({"$ref": format!("#/$defs/{OBJECT_META}")}),
