@@ -23,7 +23,8 @@ pub const K0S_NAMESPACES: [&str; 5] = [
     "k0s-autopilot",
 ];
 
-/// Namespaces of the platform stacks, where operators legitimately run privileged pods.
+/// Namespaces of the platform stacks, where operators legitimately run privileged pods. Tenants
+/// may not take these names even while a stack is off, so that turning it on cannot collide.
 pub const STACK_NAMESPACES: [&str; 5] = [
     "kubevirt",
     "gpu-operator",
@@ -31,6 +32,9 @@ pub const STACK_NAMESPACES: [&str; 5] = [
     "local-path-storage",
     "kyverno",
 ];
+
+/// The namespace Kubernetes creates for objects that name none; it belongs to no tenant.
+const DEFAULT_NAMESPACE: &str = "default";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Context {
@@ -117,7 +121,10 @@ pub struct PolicyValues {
     pub kyverno: bool,
     pub allowed_registries: Vec<String>,
     pub k0s_namespaces: Vec<String>,
+    /// The k0s namespaces plus those of the stacks that run, which the policies exempt.
     pub system_namespaces: Vec<String>,
+    /// The namespaces that carry no tenant labels: `default` and the system namespaces.
+    pub non_tenant_namespaces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -224,11 +231,9 @@ impl Context {
             input.allowed_registries.clone()
         };
         for registry in &allowed_registries {
-            let valid = !registry.is_empty()
-                && !registry.contains("://")
-                && !registry.ends_with('/')
-                && !registry.contains(char::is_whitespace);
-            if !valid {
+            // The value goes into CEL string literals and YAML plain scalars of the policy, so
+            // only the characters of an image reference's registry and path may pass.
+            if !is_registry_prefix(registry) {
                 return Err(RenderError::InvalidSetting {
                     setting: "allowedRegistries".to_string(),
                     value: registry.clone(),
@@ -238,10 +243,30 @@ impl Context {
                 });
             }
         }
+        // Only the namespaces of stacks that run are exempt. An exemption for a stack that is off
+        // would let anyone who creates that namespace run privileged pods in it.
+        let kyverno = settings.policy.enabled && settings.policy.kyverno;
+        let stack_namespaces: [(bool, &[&str]); 4] = [
+            (settings.kubevirt.enabled, &["kubevirt"]),
+            (gpu_operator_enabled, &["gpu-operator"]),
+            (
+                settings.observability.enabled,
+                &["monitoring", "local-path-storage"],
+            ),
+            (kyverno, &["kyverno"]),
+        ];
         let system_namespaces: Vec<String> = K0S_NAMESPACES
             .iter()
-            .chain(&STACK_NAMESPACES)
+            .chain(
+                stack_namespaces
+                    .iter()
+                    .filter(|(enabled, _)| *enabled)
+                    .flat_map(|(_, namespaces)| namespaces.iter()),
+            )
             .map(|ns| ns.to_string())
+            .collect();
+        let non_tenant_namespaces: Vec<String> = std::iter::once(DEFAULT_NAMESPACE.to_string())
+            .chain(system_namespaces.iter().cloned())
             .collect();
         let policy = PolicyValues {
             enabled: settings.policy.enabled,
@@ -249,14 +274,15 @@ impl Context {
                 PolicyMode::Enforce => vec!["Deny"],
                 PolicyMode::Audit => vec!["Audit", "Warn"],
             },
-            kyverno: settings.policy.enabled && settings.policy.kyverno,
+            kyverno,
             allowed_registries,
             k0s_namespaces: K0S_NAMESPACES.map(String::from).to_vec(),
             system_namespaces,
+            non_tenant_namespaces,
         };
 
         let residency_labels = residency_labels(input)?;
-        let tenants = tenant_values(input, &passthrough_devices, &policy.system_namespaces)?;
+        let tenants = tenant_values(input, &passthrough_devices)?;
 
         Ok(Context {
             cluster: ClusterValues {
@@ -378,8 +404,11 @@ fn residency_labels(input: &StackInput) -> Result<BTreeMap<String, String>, Rend
 fn tenant_values(
     input: &StackInput,
     passthrough: &[PassthroughDevice],
-    system_namespaces: &[String],
 ) -> Result<Vec<TenantValues>, RenderError> {
+    let reserved: Vec<&str> = std::iter::once(DEFAULT_NAMESPACE)
+        .chain(K0S_NAMESPACES)
+        .chain(STACK_NAMESPACES)
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     let mut tenants = Vec::new();
     for tenant in &input.tenants {
@@ -394,10 +423,10 @@ fn tenant_values(
                     .to_string(),
             ));
         }
-        if system_namespaces.contains(&tenant.name) {
+        if reserved.contains(&tenant.name.as_str()) {
             return Err(invalid(format!(
-                "the name is a system namespace; choose another than {}",
-                system_namespaces.join(", ")
+                "the name is a namespace of Kubernetes, k0s or a stack; choose another than {}",
+                reserved.join(", ")
             )));
         }
         if !seen.insert(tenant.name.clone()) {
@@ -461,6 +490,33 @@ fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Checks `host[:port][/path]` as image references spell a registry and repository prefix.
+fn is_registry_prefix(value: &str) -> bool {
+    let (host, path) = match value.split_once('/') {
+        Some((host, path)) => (host, Some(path)),
+        None => (value, None),
+    };
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let valid_port =
+        port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    let valid_path = path.is_none_or(|path| {
+        path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+    });
+    valid_name && valid_port && valid_path
 }
 
 fn is_label_value(value: &str) -> bool {
@@ -549,6 +605,31 @@ mod tests {
         }
         for bad in ["", "Gi", "64 Gi", "1.2.3", "12GB", "abc", "1e"] {
             assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn registry_prefix_syntax() {
+        for good in [
+            "quay.io",
+            "registry.example.com:5000",
+            "registry.example.com:5000/platform",
+            "localhost/a/b_c",
+        ] {
+            assert!(is_registry_prefix(good), "{good}");
+        }
+        for bad in [
+            "",
+            "https://quay.io",
+            "quay.io/",
+            "quay.io//x",
+            "quay.io:",
+            "quay.io:50a0",
+            "quay.io/Upper",
+            "quay.io/\"x\"",
+            "quay.io #x",
+        ] {
+            assert!(!is_registry_prefix(bad), "{bad}");
         }
     }
 

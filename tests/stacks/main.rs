@@ -144,6 +144,31 @@ fn tenant_with_undeclared_classification_is_rejected() {
 }
 
 #[test]
+fn tenant_named_after_a_reserved_namespace_is_rejected() {
+    // kyverno is reserved even while Kyverno is off, so turning it on later cannot collide.
+    for name in ["default", "kube-system", "kyverno"] {
+        let mut input = input(vec![]);
+        input.tenants.push(scenario::tenant(name, 0));
+        let error = render(&input).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("tenant {name:?}")) && error.contains("choose another"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn allowed_registry_with_quotes_is_rejected() {
+    let mut input = input(vec![]);
+    input.allowed_registries = vec!["registry.example.com/\"x\"".into()];
+    let error = render(&input).unwrap_err().to_string();
+    assert!(
+        error.contains("allowedRegistries") && error.contains("registry.example.com"),
+        "{error}"
+    );
+}
+
+#[test]
 fn kvm_missing_is_a_warning() {
     let mut host = gpu_host("gpu-1");
     host.facts.kvm = false;
