@@ -1,6 +1,8 @@
-//! Integration tests of stack rendering: snapshots of whole scenarios, re-rendering, and the
-//! rendered core manifests checked by kubernetes-validate.
+//! Integration tests of stack rendering: snapshots of whole scenarios, re-rendering, the
+//! rendered core manifests checked by kubernetes-validate, and the admission policies evaluated
+//! (`policies.rs`).
 
+mod admission;
 mod policies;
 mod scenario;
 
