@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::RenderError;
-use super::images::ImageValues;
+use super::images::{ImageRef, ImageValues};
+use super::output::{Stack, Warning};
 
 /// The env variable of virt-operator that names each operand image, by image key.
 const OPERAND_ENV: [(&str, &str); 8] = [
@@ -43,9 +44,7 @@ pub fn pin_operator_manifest(
     for document in split_documents(manifest) {
         let value: Value = yaml_serde::from_str(document)
             .map_err(|e| invalid(format!("a document is not valid YAML: {e}")))?;
-        let is_operator =
-            value["kind"] == "Deployment" && value["metadata"]["name"] == "virt-operator";
-        if !is_operator {
+        if !is_operator_deployment(&value) {
             if !document.trim().is_empty() {
                 output.push_str("---\n");
                 output.push_str(document.trim_end());
@@ -86,6 +85,41 @@ pub fn pin_operator_manifest(
     Ok(output)
 }
 
+/// Warns when the manifest comes from another KubeVirt release than the virt-operator image
+/// airlock pins, because its CRDs and RBAC are then those of the other release.
+pub fn release_mismatch(manifest: &str, images: &BTreeMap<String, ImageValues>) -> Option<Warning> {
+    let pinned = images.get("virt_operator")?;
+    let shipped = split_documents(manifest)
+        .into_iter()
+        .filter_map(|document| yaml_serde::from_str::<Value>(document).ok())
+        .find(is_operator_deployment)?;
+    let containers = shipped["spec"]["template"]["spec"]["containers"].as_array()?;
+    let image = containers
+        .iter()
+        .find(|container| container["name"] == "virt-operator")?["image"]
+        .as_str()?;
+    let shipped_tag = ImageRef::parse(image).ok()?.tag?;
+    if shipped_tag == pinned.tag {
+        return None;
+    }
+    Some(Warning {
+        stack: Stack::Kubevirt,
+        host: None,
+        message: format!(
+            "the kubevirt-operator manifest ships virt-operator {shipped_tag}, but airlock pins \
+             {}, so the manifest's CRDs and RBAC may not fit the operator",
+            pinned.tagged
+        ),
+        help: "use a bundle built by this airlock release, whose kubevirt-operator manifest \
+               matches its image list"
+            .to_string(),
+    })
+}
+
+fn is_operator_deployment(document: &Value) -> bool {
+    document["kind"] == "Deployment" && document["metadata"]["name"] == "virt-operator"
+}
+
 /// Splits a multi-document YAML text at its `---` lines.
 fn split_documents(text: &str) -> Vec<&str> {
     let mut documents = Vec::new();
@@ -112,6 +146,56 @@ fn split_documents(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pinned_operator(tag: &str) -> BTreeMap<String, ImageValues> {
+        let bundle = [crate::stacks::BundleImage {
+            reference: format!("quay.io/kubevirt/virt-operator:{tag}"),
+            digest: crate::digest::Digest::of_bytes(tag.as_bytes()),
+        }];
+        let wanted = ImageRef::parse(&bundle[0].reference).unwrap();
+        let (_, values) = crate::stacks::images::BundleImages::new(&bundle)
+            .unwrap()
+            .resolve(Stack::Kubevirt, &wanted)
+            .unwrap();
+        BTreeMap::from([("virt_operator".to_string(), values)])
+    }
+
+    fn manifest(tag: &str) -> String {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: virt-operator
+spec:
+  template:
+    spec:
+      containers:
+        - name: virt-operator
+          image: quay.io/kubevirt/virt-operator:TAG
+";
+        text.replace("TAG", tag)
+    }
+
+    #[test]
+    fn release_mismatch_names_both_versions() {
+        let warning = release_mismatch(&manifest("v1.9.1"), &pinned_operator("v1.9.0")).unwrap();
+        assert_eq!(warning.stack, Stack::Kubevirt);
+        assert!(warning.message.contains("v1.9.1"), "{warning}");
+        assert!(
+            warning
+                .message
+                .contains("quay.io/kubevirt/virt-operator:v1.9.0"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn release_match_gives_no_warning() {
+        assert_eq!(
+            release_mismatch(&manifest("v1.9.0"), &pinned_operator("v1.9.0")),
+            None
+        );
+    }
 
     #[test]
     fn split_documents_drops_empty_ones() {

@@ -77,10 +77,14 @@ pub fn render(input: &StackInput) -> Result<Rendered, RenderError> {
         });
     }
 
+    let mut warnings = hosts::warnings(input, &context);
+    if let (true, Some(manifest)) = (context.kubevirt.enabled, &input.bundle.kubevirt_operator) {
+        warnings.extend(kubevirt::release_mismatch(manifest, &context.images));
+    }
     Ok(Rendered {
         stacks: rendered_stacks,
         hosts: hosts::host_plans(input, &context),
-        warnings: hosts::warnings(input, &context),
+        warnings,
     })
 }
 
