@@ -3,8 +3,10 @@
 //! (`policies.rs`).
 
 mod admission;
+mod helm_subset;
 mod policies;
 mod scenario;
+mod standins;
 
 use airlock::stacks::{GpuWorkload, Isolation, Quota, Stack, Tenant, render};
 use scenario::{gpu_host, input, summary};
