@@ -4,6 +4,7 @@
 
 mod admission;
 mod helm_subset;
+mod lab_artifacts;
 mod policies;
 mod scenario;
 mod standins;
