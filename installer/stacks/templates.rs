@@ -55,7 +55,7 @@ pub fn render(input: &StackInput) -> Result<Rendered, RenderError> {
     }
     let validator = Validator::new(&input.k0s_version, &crd_sources)?;
     let charts = context.chart_paths(&input.bundle.charts);
-    let environment = environment(charts.clone());
+    let environment = environment(charts.clone())?;
     let values = Value::from(Serde(&context));
 
     let mut rendered_stacks = Vec::new();
@@ -149,7 +149,10 @@ fn resolve_images(
     Ok(pinned)
 }
 
-fn environment(charts: BTreeMap<String, (String, String)>) -> Environment<'static> {
+/// Builds the template environment with every embedded template compiled.
+fn environment(
+    charts: BTreeMap<String, (String, String)>,
+) -> Result<Environment<'static>, RenderError> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(UndefinedBehavior::Strict);
     // minijinja would JSON-escape every value in `*.yaml.j2`; the templates quote with `tojson`
@@ -165,8 +168,13 @@ fn environment(charts: BTreeMap<String, (String, String)>) -> Environment<'stati
     );
     for file in template_files(&TEMPLATES) {
         if let (Some(name), Some(text)) = (file.path().to_str(), file.contents_utf8()) {
-            // A template that does not compile fails its first render with the compiler's message.
-            let _ = environment.add_template_owned(name.to_string(), text.to_string());
+            // minijinja drops a template that does not compile, so a later render would only
+            // report it missing; the compiler's message is kept here instead.
+            environment
+                .add_template_owned(name.to_string(), text.to_string())
+                .map_err(|e| {
+                    RenderError::Internal(format!("templates/{name} does not compile: {e}"))
+                })?;
         }
     }
     environment.add_function("chart_archive", move |name: String| {
@@ -180,10 +188,10 @@ fn environment(charts: BTreeMap<String, (String, String)>) -> Environment<'stati
                 )
             })
     });
-    environment
+    Ok(environment)
 }
 
-/// Every file below `dir`.
+/// Collects every file below `dir`.
 fn template_files(dir: &'static Dir<'static>) -> Vec<&'static include_dir::File<'static>> {
     let mut files: Vec<_> = dir.files().collect();
     for sub in dir.dirs() {
@@ -220,7 +228,7 @@ fn render_template(
         .map_err(|e| template_error(stack, name, e))
 }
 
-/// Whether rendered text holds anything besides blank lines and comments.
+/// Returns whether rendered text contains anything besides blank lines and comments.
 fn has_content(text: &str) -> bool {
     text.lines().any(|line| {
         let line = line.trim();
@@ -292,7 +300,7 @@ fn render_files(
     Ok(files)
 }
 
-/// The chart archives the stack's Chart objects name.
+/// Finds the chart archives that the stack's Chart objects name.
 fn charts_used(
     stack: Stack,
     objects: &[ObjectRef],
