@@ -9,7 +9,7 @@
 /// The containerd 1.x CRI plugin id that containerd 2 (config version 3) no longer has.
 const LEGACY_CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
 
-/// Why k0s would refuse a drop-in.
+/// The reason k0s rejects a drop-in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DropInProblem {
     #[error("it is not valid TOML: {0}")]

@@ -146,7 +146,7 @@ pub struct QuotaValues {
     pub storage: Option<String>,
 }
 
-/// The GPU hosts: workload hosts with at least one NVIDIA GPU.
+/// Returns the GPU hosts: workload hosts with at least one NVIDIA GPU.
 pub fn gpu_hosts(input: &StackInput) -> impl Iterator<Item = &HostInput> {
     input
         .hosts
@@ -154,7 +154,7 @@ pub fn gpu_hosts(input: &StackInput) -> impl Iterator<Item = &HostInput> {
         .filter(|host| host.role.runs_workloads() && !host.facts.gpus.is_empty())
 }
 
-/// Whether the driver container serves a host, given the cluster-wide decision.
+/// Returns whether the driver container serves a host, given the cluster-wide decision.
 pub fn needs_driver_container(host: &HostInput, driver: DriverSource) -> bool {
     host.gpu_workload == GpuWorkload::Container
         && match driver {
@@ -321,7 +321,7 @@ impl Context {
         })
     }
 
-    /// Whether a stack runs at all.
+    /// Returns whether a stack runs at all.
     pub fn enabled(&self, stack: Stack) -> bool {
         match stack {
             Stack::Observability => self.observability.enabled,
@@ -332,7 +332,7 @@ impl Context {
         }
     }
 
-    /// The chart archive paths templates may name, by chart name.
+    /// Returns the chart archive paths that templates may name, by chart name.
     pub fn chart_paths(&self, charts: &[BundleChart]) -> BTreeMap<String, (String, String)> {
         charts
             .iter()
@@ -344,10 +344,10 @@ impl Context {
     }
 }
 
-/// The resource name NVIDIA's KubeVirt GPU device plugin (kubevirt-gpu-device-plugin) gives a
-/// passed-through GPU: the PCI ID database name in upper case, `/`, `.` and runs of white space
-/// turned into `_`, then every character other than letters, digits, `_` and `.` dropped. Without
-/// a name the plugin uses the device id.
+/// Returns the resource name NVIDIA's KubeVirt GPU device plugin (kubevirt-gpu-device-plugin)
+/// gives a passed-through GPU. The plugin takes the PCI ID database name in upper case, turns `/`,
+/// `.` and runs of white space into `_`, then drops every character other than letters, digits,
+/// `_` and `.`. Without a name the plugin uses the device id.
 pub fn sandbox_resource_name(pci_name: Option<&str>, device_id: &str) -> String {
     let Some(name) = pci_name.map(str::trim).filter(|name| !name.is_empty()) else {
         return device_id.to_lowercase();

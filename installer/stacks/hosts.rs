@@ -1,4 +1,4 @@
-//! What the stacks ask of each host: node labels set at join, host files, post-install checks,
+//! The stacks' requirements of each host: node labels set at join, host files, post-install checks,
 //! and the preflight warnings that the facts call for.
 
 use std::collections::BTreeMap;

@@ -149,7 +149,7 @@ pub fn image_list(stack: Stack) -> Result<Vec<ListedImage>, RenderError> {
     Ok(list.images)
 }
 
-/// What a template sees of one image as `images.<key>`.
+/// The values of one image that templates read as `images.<key>`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageValues {
     /// `registry/path`.
@@ -204,7 +204,7 @@ impl BundleImages {
         Ok(BundleImages { by_reference })
     }
 
-    /// Every registry the bundle's images come from, sorted.
+    /// Returns every registry the bundle's images come from, sorted.
     pub fn registries(&self) -> Vec<String> {
         let mut registries: Vec<String> = self
             .by_reference

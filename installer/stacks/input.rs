@@ -1,4 +1,4 @@
-//! What rendering the stacks needs: the `spec.airlock` stack settings, the hosts and their facts,
+//! The input of stack rendering: the `spec.airlock` stack settings, the hosts and their facts,
 //! the k0s paths and version, and what the bundle carries.
 //!
 //! The types deserialize from the same camelCase shape as the cluster file's `spec.airlock`
@@ -81,7 +81,7 @@ pub enum Switch {
     False,
 }
 
-/// Where the NVIDIA kernel driver comes from.
+/// The source of the NVIDIA kernel driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriverSource {
@@ -204,7 +204,7 @@ impl Default for TenantsSettings {
     }
 }
 
-/// Where the cluster and its data are; every field is optional.
+/// The location of the cluster and its data; every field is optional.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Residency {
@@ -259,13 +259,13 @@ pub enum Role {
 }
 
 impl Role {
-    /// Whether the host runs a kubelet, so pods, images and node labels apply to it.
+    /// Returns whether the host runs a kubelet, so pods, images and node labels apply to it.
     pub fn runs_workloads(self) -> bool {
         !matches!(self, Role::Controller)
     }
 }
 
-/// What a GPU host's GPUs serve: containers, or KubeVirt VMs by PCI passthrough.
+/// The workload a GPU host's GPUs serve: containers, or KubeVirt VMs by PCI passthrough.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuWorkload {
@@ -280,7 +280,7 @@ pub struct HostInput {
     /// The node name the host registers with (its hostname, lower-case).
     pub hostname: String,
     pub role: Role,
-    /// What this host's GPUs serve, from the cluster file.
+    /// The workload this host's GPUs serve, from the cluster file.
     #[serde(default)]
     pub gpu_workload: GpuWorkload,
     #[serde(default)]
@@ -321,7 +321,7 @@ pub struct GpuDevice {
     pub name: Option<String>,
 }
 
-/// What the bundle carries for the stacks.
+/// The bundle's contents that the stacks use.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BundleContents {

@@ -1,6 +1,6 @@
-//! The KubeVirt operator manifest from the bundle, placed as it comes except for its images: the
+//! The KubeVirt operator manifest from the bundle, placed as it comes except for its images. The
 //! virt-operator Deployment runs the bundle's pinned virt-operator image, and its env variables
-//! name the pinned operand images, which virt-operator prefers over images it derives from the
+//! name the pinned operand images. virt-operator prefers those over images it derives from the
 //! KubeVirt CR's `imageRegistry` and `imageTag`.
 
 use std::collections::BTreeMap;

@@ -1,9 +1,10 @@
 //! The add-on stacks: KubeVirt, the NVIDIA GPU Operator, observability, policy and tenants.
 //!
 //! [`render`] turns a [`StackInput`] (the `spec.airlock` settings, host facts, k0s paths and what
-//! the bundle carries) into [`Rendered`]: per stack the files for `<data-dir>/manifests/<stack>/`
-//! on every controller, the chart archives and images it needs and its readiness checks; per host
-//! the node labels, install flags, files and checks; and preflight warnings. Templates
+//! the bundle carries) into [`Rendered`]. Per stack, that is the files for
+//! `<data-dir>/manifests/<stack>/` on every controller, the chart archives and images it needs, and
+//! its readiness checks. Per host, it is the node labels, install flags, files and checks. Preflight
+//! warnings come last. Templates
 //! (`templates/`), image lists (`images/`) and schemas (`schemas/`) are compiled into the binary.
 //! Every rendered manifest is validated before `render` returns, so nothing invalid leaves the
 //! machine.
@@ -28,7 +29,7 @@ pub use validate::{ManifestError, ObjectRef, SchemaError, Validator, kubernetes_
 
 use crate::digest::Digest;
 
-/// Why the stacks could not be rendered.
+/// An error that stopped the stacks from rendering.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("the bundle carries no image {reference}, which the {stack} stack needs")]
@@ -83,7 +84,7 @@ impl From<ManifestError> for RenderError {
 }
 
 impl RenderError {
-    /// Whether the error lies in airlock's own templates or lists rather than in the input.
+    /// Returns whether the error lies in airlock's own templates or lists rather than in the input.
     pub fn is_internal(&self) -> bool {
         matches!(
             self,

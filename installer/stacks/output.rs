@@ -1,7 +1,7 @@
-//! What rendering produces: per stack the files for the controllers' manifests folder, the chart
-//! archives and images it needs and its readiness checks; per host the node labels, install flags,
-//! files and checks; and warnings. Everything is data, so apply can plan, upload only what
-//! changed, and poll.
+//! The output of rendering. Per stack, it is the files for the controllers' manifests folder, the
+//! chart archives and images the stack needs, and its readiness checks. Per host, it is the node
+//! labels, install flags, files and checks. Warnings come last. Everything is data, so apply can
+//! plan, upload only what changed, and poll.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,7 +31,7 @@ impl Stack {
         Stack::Tenants,
     ];
 
-    /// The stack's name: its folder under `templates/`, its image list under `images/`, and its
+    /// Returns the stack's name: its folder under `templates/`, its image list under `images/`, and its
     /// folder under `<data-dir>/manifests/`.
     pub fn name(self) -> &'static str {
         match self {
@@ -104,7 +104,7 @@ impl ManifestFile {
         }
     }
 
-    /// The file's content; rendering only produces UTF-8.
+    /// Returns the file's content as text, which rendering always produces as UTF-8.
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.bytes).unwrap_or_default()
     }
@@ -193,7 +193,7 @@ mod seconds {
     }
 }
 
-/// What the stacks ask of one host.
+/// The stacks' requirements of one host.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HostPlan {
     pub hostname: String,
@@ -217,7 +217,7 @@ pub struct HostFile {
     pub digest: Digest,
     /// The permission bits, such as `0o644`.
     pub mode: u32,
-    /// Why the file is there, for the plan and the blueprint.
+    /// The reason for the file, for the plan and the blueprint.
     pub reason: String,
 }
 
@@ -242,7 +242,7 @@ pub struct Warning {
     pub stack: Stack,
     pub host: Option<String>,
     pub message: String,
-    /// What the user can do about it.
+    /// The action the user can take.
     pub help: String,
 }
 

@@ -150,8 +150,9 @@ pub fn kubernetes_minor(k0s_version: &str) -> Option<(u32, u32)> {
 }
 
 impl Validator {
-    /// Loads the Kubernetes schemas for `k0s_version` and the CRDs that airlock embeds plus those
-    /// in `crd_sources` (name, YAML text with any number of documents; other kinds are skipped).
+    /// Loads the Kubernetes schemas for `k0s_version`, the CRDs that airlock embeds, and those in
+    /// `crd_sources`. Each source is a name and a YAML text with any number of documents, of which
+    /// only CustomResourceDefinitions are read.
     pub fn new(
         k0s_version: &str,
         crd_sources: &[(String, String)],
@@ -444,7 +445,7 @@ fn display_path(pointer: &str) -> String {
 
 /// Converts a CRD's structural OpenAPI v3 schema into JSON Schema.
 ///
-/// The API server prunes fields a structural schema does not name; here such a field is an error
+/// The API server prunes fields a structural schema does not name. Here such a field is an error
 /// instead (`additionalProperties: false`), because it is almost always a misspelt key that would
 /// silently disappear. `x-kubernetes-preserve-unknown-fields` keeps an object open.
 pub fn openapi_to_json_schema(schema: &Value) -> Value {
