@@ -1,6 +1,7 @@
-//! Integration tests of stack rendering: snapshots of whole scenarios, re-rendering, the
-//! rendered core manifests checked by kubernetes-validate, and the admission policies evaluated
-//! (`policies.rs`).
+//! Integration tests of stack rendering: snapshots of whole scenarios, re-rendering, and the
+//! rendered core manifests checked by kubernetes-validate. The admission policies are evaluated
+//! in `policies.rs`, the lab's stand-in charts are checked against renders in `standins.rs`, and
+//! the lab artifact generator in `lab_artifacts.rs`.
 
 mod admission;
 mod helm_subset;
@@ -9,7 +10,7 @@ mod policies;
 mod scenario;
 mod standins;
 
-use airlock::stacks::{GpuWorkload, Isolation, Quota, Stack, Tenant, render};
+use airlock::stacks::{GpuWorkload, Stack, render};
 use scenario::{gpu_host, input, summary};
 
 #[test]
@@ -69,17 +70,7 @@ fn gpu_host_for_vm_passthrough() {
     let mut host = gpu_host("gpu-1");
     host.gpu_workload = GpuWorkload::VmPassthrough;
     let mut input = input(vec![host]);
-    input.tenants.push(Tenant {
-        name: "vision".into(),
-        classification: "restricted".into(),
-        isolation: Isolation::Vm,
-        quota: Quota {
-            gpu: 2,
-            cpu: Some("32".into()),
-            memory: Some("128Gi".into()),
-            storage: None,
-        },
-    });
+    input.tenants.push(scenario::vm_tenant("vision", 2));
     let rendered = render(&input).unwrap();
     let cr = scenario::file(&rendered, "kubevirt/kubevirt-cr.yaml");
     assert!(cr.contains("pciVendorSelector: \"10DE:2331\""), "{cr}");

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use airlock::stacks::{GpuWorkload, Isolation, PolicyMode, Quota, Rendered, Stack, Tenant, render};
+use airlock::stacks::{GpuWorkload, PolicyMode, Rendered, Stack, render};
 use serde_json::{Value, json};
 
 use crate::admission::{Outcome, Policy, Request};
-use crate::scenario::{gpu_host, input, tenant};
+use crate::scenario::{gpu_host, input, tenant, vm_tenant};
 
 /// Every ValidatingAdmissionPolicy the policy stack renders; each has a test below.
 const TESTED_POLICIES: [&str; 6] = [
@@ -44,15 +44,7 @@ impl Cluster {
         input.residency.site = Some("fra-1".into());
         input.tenants.push(tenant("research", 4));
         input.tenants.push(tenant("finance", 0));
-        input.tenants.push(Tenant {
-            name: "vision".into(),
-            classification: "restricted".into(),
-            isolation: Isolation::Vm,
-            quota: Quota {
-                gpu: 2,
-                ..Quota::default()
-            },
-        });
+        input.tenants.push(vm_tenant("vision", 2));
         adjust(&mut input);
         let rendered = render(&input).unwrap();
         let policies = documents(&rendered, Stack::Policy)

@@ -85,7 +85,7 @@ fn host(hostname: &str, role: Role) -> HostInput {
     }
 }
 
-/// A worker with one H100 PCIe, KVM and IOMMU, on Ubuntu 24.04, without a host driver.
+/// Builds a worker with one H100 PCIe, KVM and IOMMU, on Ubuntu 24.04, without a host driver.
 pub fn gpu_host(hostname: &str) -> HostInput {
     let mut host = host(hostname, Role::Worker);
     host.facts.gpus = vec![GpuDevice {
@@ -98,7 +98,7 @@ pub fn gpu_host(hostname: &str) -> HostInput {
     host
 }
 
-/// An input as a cluster file without `spec.airlock` gives it: a controller and a CPU worker,
+/// Builds the input that a cluster file without `spec.airlock` gives: a controller and a CPU worker,
 /// plus `extra` hosts.
 pub fn input(extra: Vec<HostInput>) -> StackInput {
     let mut hosts = vec![
@@ -127,6 +127,21 @@ pub fn tenant(name: &str, gpu: u32) -> Tenant {
     }
 }
 
+/// Builds a VM tenant of classification restricted with `gpu` passthrough GPUs.
+pub fn vm_tenant(name: &str, gpu: u32) -> Tenant {
+    Tenant {
+        name: name.into(),
+        classification: "restricted".into(),
+        isolation: Isolation::Vm,
+        quota: Quota {
+            gpu,
+            cpu: Some("32".into()),
+            memory: Some("128Gi".into()),
+            storage: None,
+        },
+    }
+}
+
 pub fn file<'a>(rendered: &'a Rendered, path: &str) -> &'a str {
     rendered
         .stacks
@@ -137,7 +152,7 @@ pub fn file<'a>(rendered: &'a Rendered, path: &str) -> &'a str {
         .text()
 }
 
-/// The `values` of the (first) Chart object in a file, parsed.
+/// Parses the `values` of the (first) Chart object in a file.
 pub fn chart_values(rendered: &Rendered, path: &str) -> serde_json::Value {
     let chart: serde_json::Value = yaml_serde::from_str(file(rendered, path)).unwrap();
     yaml_serde::from_str(chart["spec"]["values"].as_str().unwrap()).unwrap()
