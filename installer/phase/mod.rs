@@ -5,6 +5,7 @@
 //! form), and when a phase fails, runs the clean-up of every phase that already ran, in reverse
 //! order, before returning the error with the failed phase's title.
 
+mod facts;
 mod hosts;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+pub use facts::{Facts, Gpu};
 pub use hosts::{HostFailure, HostFailures, for_each_host};
 
 use crate::ui::{Ui, format_duration};
