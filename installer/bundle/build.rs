@@ -68,7 +68,7 @@ pub enum BuildError {
     PlatformNotFound {
         image: String,
         layout: PathBuf,
-        platform: Platform,
+        platform: String,
         available: Vec<String>,
     },
     #[error("image {image}: invalid OCI layout {layout}: {reason}")]
@@ -652,7 +652,7 @@ impl SourceLayout<'_> {
         chosen.cloned().ok_or_else(|| BuildError::PlatformNotFound {
             image: self.image.to_string(),
             layout: self.root.clone(),
-            platform: platform.clone(),
+            platform: platform.to_string(),
             available: index.manifests.iter().filter_map(platforms).collect(),
         })
     }

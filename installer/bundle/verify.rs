@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -107,7 +107,7 @@ pub enum ReadError {
 #[derive(Debug)]
 pub enum Bundle {
     Directory(PathBuf),
-    Archive(PartSet),
+    Archive(Box<PartSet>),
 }
 
 /// What `inspect` shows: the manifest and the signing key id, both unverified.
@@ -133,7 +133,7 @@ impl Bundle {
         if metadata.is_dir() {
             Ok(Bundle::Directory(path.into()))
         } else {
-            Ok(Bundle::Archive(PartSet::open(path)?))
+            Ok(Bundle::Archive(Box::new(PartSet::open(path)?)))
         }
     }
 
@@ -179,7 +179,7 @@ impl Bundle {
                     outcome.digest,
                     outcome.signer,
                     outcome.images,
-                    BlobStore::Archive(outcome.store),
+                    BlobStore::Archive(Box::new(outcome.store)),
                     parts.path.clone(),
                 )
             }
@@ -401,7 +401,7 @@ fn hash_directory_files(
     expected: &BTreeMap<String, Blob>,
     ui: &Ui,
 ) -> Result<(), VerifyError> {
-    let groups = ProgressGroups::new(manifest, images, expected, ui, "verifying");
+    let groups = ProgressGroups::new(manifest, images, expected, ui);
     let mut files: Vec<(&String, &Blob)> = expected.iter().collect();
     files.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(b.0)));
 
@@ -414,9 +414,8 @@ fn hash_directory_files(
             result
         })
         .collect();
-    let outcome = results.into_iter().collect::<Result<(), _>>();
-    groups.finish(outcome.is_ok());
-    outcome
+    groups.finish();
+    results.into_iter().collect()
 }
 
 /// Hashes a file, reading at most one byte more than the size bundle.yaml lists.
@@ -566,19 +565,26 @@ pub(crate) fn check_images(
 }
 
 /// One progress item per artifact, advanced by the bytes of the files that belong to it.
-pub(crate) struct ProgressGroups {
-    items: Vec<(crate::ui::Item, AtomicUsize)>,
+struct ProgressGroups {
+    groups: Vec<ProgressGroup>,
     group_of: HashMap<String, usize>,
-    state: &'static str,
+}
+
+struct ProgressGroup {
+    item: crate::ui::Item,
+    /// Files of the group not hashed yet.
+    remaining: AtomicUsize,
+    failed: AtomicBool,
 }
 
 impl ProgressGroups {
-    pub(crate) fn new(
+    /// Groups files by artifact: an image's manifest, config and layers count under the image
+    /// (a shared layer under the first image), and files of no artifact under "layout files".
+    fn new(
         manifest: &BundleManifest,
         images: &[Image],
         files: &BTreeMap<String, Blob>,
         ui: &Ui,
-        state: &'static str,
     ) -> Self {
         let mut names: Vec<String> = Vec::new();
         let mut group_of = HashMap::new();
@@ -602,7 +608,7 @@ impl ProgressGroups {
             }
         }
         for path in files.keys() {
-            add(path.clone(), "layout", &mut names);
+            add(path.clone(), "layout files", &mut names);
         }
 
         let mut totals = vec![(0u64, 0usize); names.len()];
@@ -610,48 +616,46 @@ impl ProgressGroups {
             totals[*index].0 += files[path].size;
             totals[*index].1 += 1;
         }
-        let items = names
+        let groups = names
             .iter()
             .zip(totals)
             .map(|(name, (bytes, count))| {
                 let item = ui.item(name, Some(bytes));
-                item.set_state(state);
-                (item, AtomicUsize::new(count))
+                item.set_state("verifying");
+                ProgressGroup {
+                    item,
+                    remaining: AtomicUsize::new(count),
+                    failed: AtomicBool::new(false),
+                }
             })
             .collect();
-        ProgressGroups {
-            items,
-            group_of,
-            state,
+        ProgressGroups { groups, group_of }
+    }
+
+    fn advance(&self, path: &str, bytes: u64) {
+        if let Some(&index) = self.group_of.get(path) {
+            self.groups[index].item.inc(bytes);
         }
     }
 
-    pub(crate) fn advance(&self, path: &str, bytes: u64) {
+    fn file_done(&self, path: &str, ok: bool) {
         if let Some(&index) = self.group_of.get(path) {
-            self.items[index].0.inc(bytes);
-        }
-    }
-
-    pub(crate) fn file_done(&self, path: &str, ok: bool) {
-        if let Some(&index) = self.group_of.get(path) {
-            let (item, remaining) = &self.items[index];
+            let group = &self.groups[index];
+            group.remaining.fetch_sub(1, Ordering::Relaxed);
             if !ok {
-                item.set_state("failed");
+                group.failed.store(true, Ordering::Relaxed);
             }
-            remaining.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn finish(self, ok: bool) {
-        for (item, remaining) in self.items {
-            match (ok, remaining.load(Ordering::Relaxed)) {
-                (true, _) => item.finish(if self.state == "verifying" {
-                    "verified"
-                } else {
-                    "done"
-                }),
-                (false, 0) => item.finish("checked"),
-                (false, _) => item.fail("stopped"),
+    fn finish(self) {
+        for group in self.groups {
+            if group.failed.load(Ordering::Relaxed) {
+                group.item.fail("mismatch");
+            } else if group.remaining.load(Ordering::Relaxed) > 0 {
+                group.item.fail("not checked");
+            } else {
+                group.item.finish("verified");
             }
         }
     }
@@ -660,7 +664,7 @@ impl ProgressGroups {
 /// Where a verified bundle's blobs are read from.
 pub(crate) enum BlobStore {
     Directory(PathBuf),
-    Archive(ArchiveStore),
+    Archive(Box<ArchiveStore>),
 }
 
 /// A container image of a verified bundle.

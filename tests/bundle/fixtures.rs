@@ -238,6 +238,36 @@ stacks:
     }
 }
 
+impl Workspace {
+    /// Builds the bundle "lab" version 1 signed by a new key; returns the bundle directory and
+    /// the public key.
+    pub fn signed_bundle(&self) -> (PathBuf, PathBuf) {
+        let (public, secret) = self.key("signer");
+        (self.build("lab", 1, Some(&secret)), public)
+    }
+
+    /// Packs `bundle` into `name`, split into parts of `split` if given; returns the archive or
+    /// its first part.
+    pub fn pack(&self, bundle: &Path, name: &str, split: Option<&str>) -> PathBuf {
+        let archive = self.path(name);
+        let mut args = vec![
+            "bundle",
+            "pack",
+            bundle.to_str().unwrap(),
+            "-o",
+            archive.to_str().unwrap(),
+        ];
+        if let Some(split) = split {
+            args.extend(["--split-size", split]);
+        }
+        run_ok(&args);
+        match split {
+            Some(_) => self.path(&format!("{name}.part001")),
+            None => archive,
+        }
+    }
+}
+
 /// Runs airlock with `args`, without a key password in the environment.
 pub fn airlock(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_airlock"))

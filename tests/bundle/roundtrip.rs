@@ -120,14 +120,7 @@ fn pack_lists_with_tar_and_verifies() {
     let workspace = Workspace::new();
     let (public, secret) = workspace.key("signer");
     let bundle = workspace.build("lab", 1, Some(&secret));
-    let archive = workspace.path("lab.tar.zst");
-    run_ok(&[
-        "bundle",
-        "pack",
-        bundle.to_str().unwrap(),
-        "-o",
-        archive.to_str().unwrap(),
-    ]);
+    let archive = workspace.pack(&bundle, "lab.tar.zst", None);
 
     let listing = tool_ok("tar", &["--zstd", "-tf", archive.to_str().unwrap()], None);
     let names: Vec<&str> = listing.lines().collect();
@@ -240,28 +233,10 @@ fn split_parts_join_with_cat_zstd_tar() {
 fn repack_with_fewer_parts_removes_stale_parts() {
     let workspace = Workspace::new();
     let bundle = workspace.build("lab", 1, None);
-    let archive = workspace.path("lab.tar.zst");
-    run_ok(&[
-        "bundle",
-        "pack",
-        bundle.to_str().unwrap(),
-        "-o",
-        archive.to_str().unwrap(),
-        "--split-size",
-        "256KiB",
-    ]);
+    workspace.pack(&bundle, "lab.tar.zst", Some("256KiB"));
     assert!(workspace.path("lab.tar.zst.part005").exists());
-    run_ok(&[
-        "bundle",
-        "pack",
-        bundle.to_str().unwrap(),
-        "-o",
-        archive.to_str().unwrap(),
-        "--split-size",
-        "1MiB",
-    ]);
+    let first = workspace.pack(&bundle, "lab.tar.zst", Some("1MiB"));
     assert!(!workspace.path("lab.tar.zst.part005").exists());
-    let first = workspace.path("lab.tar.zst.part001");
     run_ok(&[
         "bundle",
         "verify",
@@ -275,18 +250,8 @@ fn unpack_restores_identical_directory() {
     let workspace = Workspace::new();
     let (public, secret) = workspace.key("signer");
     let bundle = workspace.build("lab", 1, Some(&secret));
-    let archive = workspace.path("lab.tar.zst");
-    run_ok(&[
-        "bundle",
-        "pack",
-        bundle.to_str().unwrap(),
-        "-o",
-        archive.to_str().unwrap(),
-        "--split-size",
-        "300KiB",
-    ]);
+    let first = workspace.pack(&bundle, "lab.tar.zst", Some("300KiB"));
     let unpacked = workspace.path("unpacked");
-    let first = workspace.path("lab.tar.zst.part001");
     run_ok(&[
         "bundle",
         "unpack",
@@ -322,14 +287,7 @@ fn inspect_prints_text_and_json() {
     assert!(text.contains("registry.example/app:2.0"), "{text}");
     assert!(text.contains("not verified"), "{text}");
 
-    let archive = workspace.path("lab.tar.zst");
-    run_ok(&[
-        "bundle",
-        "pack",
-        bundle.to_str().unwrap(),
-        "-o",
-        archive.to_str().unwrap(),
-    ]);
+    let archive = workspace.pack(&bundle, "lab.tar.zst", None);
     let output = airlock(&[
         "bundle",
         "inspect",

@@ -501,7 +501,6 @@ fn read_entries<R: BufRead>(
         progress.set_position(consumed.load(Ordering::Relaxed));
         next = entries.next();
     }
-    drop(entries);
 
     // 4. Nothing listed may be missing, and the stream must end cleanly after the tar.
     if let Some((path, blob)) = expected.iter().find(|(path, _)| !seen.contains(*path)) {
