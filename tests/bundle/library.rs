@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use airlock::bundle::keys::Signer;
+use airlock::bundle::spec::BundleSpec;
 use airlock::bundle::{ArtifactKind, Bundle, Platform, PublicKey, TrustPolicy, VerifiedBundle};
 use airlock::ui::Ui;
 
@@ -196,4 +197,19 @@ fn unsigned_bundle_with_allow_unsigned() {
         .verify(&policy, &Ui::hidden())
         .unwrap();
     assert_eq!(verified.signer(), &Signer::Unsigned);
+}
+
+#[test]
+fn lab_specifications_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lab = BundleSpec::load(&root.join("bundles/lab.yaml")).unwrap();
+    let next = BundleSpec::load(&root.join("bundles/lab-next.yaml")).unwrap();
+    assert_eq!(lab.name, next.name);
+    assert!(next.version > lab.version, "an upgrade bundle needs a higher version");
+    assert_eq!(lab.k0s.version, "v1.35.3+k0s.0");
+    assert_eq!(next.k0s.version, "v1.36.3+k0s.0");
+    for spec in [&lab, &next] {
+        let kinds: Vec<_> = spec.artifacts.iter().map(|artifact| artifact.kind.clone()).collect();
+        assert_eq!(kinds, [ArtifactKind::K0sBinary, ArtifactKind::ImageArchive]);
+    }
 }
