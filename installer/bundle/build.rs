@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -685,6 +686,7 @@ fn store_blob(
 ) -> Result<Blob, StoreError> {
     let write_error = |source| StoreError::Write(blobs_dir.into(), source);
     let temporary = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .prefix(".partial-")
         .tempfile_in(blobs_dir)
         .map_err(write_error)?;

@@ -205,11 +205,18 @@ fn lab_specifications_parse() {
     let lab = BundleSpec::load(&root.join("bundles/lab.yaml")).unwrap();
     let next = BundleSpec::load(&root.join("bundles/lab-next.yaml")).unwrap();
     assert_eq!(lab.name, next.name);
-    assert!(next.version > lab.version, "an upgrade bundle needs a higher version");
+    assert!(
+        next.version > lab.version,
+        "an upgrade bundle needs a higher version"
+    );
     assert_eq!(lab.k0s.version, "v1.35.3+k0s.0");
     assert_eq!(next.k0s.version, "v1.36.3+k0s.0");
     for spec in [&lab, &next] {
-        let kinds: Vec<_> = spec.artifacts.iter().map(|artifact| artifact.kind.clone()).collect();
+        let kinds: Vec<_> = spec
+            .artifacts
+            .iter()
+            .map(|artifact| artifact.kind.clone())
+            .collect();
         assert_eq!(kinds, [ArtifactKind::K0sBinary, ArtifactKind::ImageArchive]);
     }
 }

@@ -1,6 +1,7 @@
 //! Good bundles through every command and through the real tools.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use super::fixtures::*;
 
@@ -121,6 +122,16 @@ fn pack_lists_with_tar_and_verifies() {
     let (public, secret) = workspace.key("signer");
     let bundle = workspace.build("lab", 1, Some(&secret));
     let archive = workspace.pack(&bundle, "lab.tar.zst", None);
+
+    for file in [
+        archive.clone(),
+        bundle.join("bundle.yaml"),
+        bundle.join("bundle.yaml.minisig"),
+        largest_blob(&bundle),
+    ] {
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{file:?} is not readable by all");
+    }
 
     let listing = tool_ok("tar", &["--zstd", "-tf", archive.to_str().unwrap()], None);
     let names: Vec<&str> = listing.lines().collect();
