@@ -406,17 +406,23 @@ fn hash_directory_files(
     let mut files: Vec<(&String, &Blob)> = expected.iter().collect();
     files.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(b.0)));
 
-    let results: Vec<Result<(), VerifyError>> = files
-        .par_iter()
+    // par_bridge hands out files in this order to whichever thread is free, which keeps the
+    // largest-first schedule; splitting the list like par_iter does would give one thread all the
+    // large files.
+    let mut results: Vec<(&String, Result<(), VerifyError>)> = files
+        .iter()
+        .par_bridge()
         .map(|(relative, blob)| {
             let path = dir.join(relative);
             let result = hash_file_against(&path, blob, |bytes| groups.advance(relative, bytes));
             groups.file_done(relative, result.is_ok());
-            result
+            (*relative, result)
         })
         .collect();
     groups.finish();
-    results.into_iter().collect()
+    // Report the first failure in path order, whichever thread found it.
+    results.sort_by(|a, b| a.0.cmp(b.0));
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Hashes a file, reading at most one byte more than the size bundle.yaml lists.

@@ -238,13 +238,20 @@ fn pack(args: PackArgs, ui: &Ui) -> CliResult {
         ui.println(&format!("wrote {}", file.display()));
     }
     ui.println(&format!(
-        "packed {} into {} ({:.1}% of the input) in {}\narchive digest {}\nnext: airlock bundle verify {} --key KEY.pub",
+        "packed {} into {} ({:.1}% of the input) in {}",
         format_bytes(summary.input_size),
         format_bytes(summary.archive.size),
         100.0 * summary.archive.size as f64 / summary.input_size.max(1) as f64,
         format_duration(ui.elapsed()),
-        summary.archive.digest,
-        summary.files[0].display(),
+    ));
+    if let Some(digest) = summary.archive.digest {
+        ui.println(&format!(
+            "archive digest {digest} (the parts' payloads joined)"
+        ));
+    }
+    ui.println(&format!(
+        "next: airlock bundle verify {} --key KEY.pub",
+        summary.files[0].display()
     ));
     Ok(Status::Success)
 }

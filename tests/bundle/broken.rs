@@ -324,6 +324,22 @@ fn tampered_archive_byte() {
     assert!(!unpacked.exists());
 }
 
+#[test]
+fn tampered_archive_byte_unsplit() {
+    let workspace = Workspace::new();
+    let (bundle, public) = workspace.signed_bundle();
+    let archive = workspace.pack(&bundle, "lab.tar.zst", None);
+    flip_byte(&archive, -300_000);
+    let error = verify_fails(&archive, &public);
+    assert!(error.contains("lab.tar.zst"), "{error}");
+    assert!(
+        error.contains("checksum")
+            || error.contains("digest mismatch")
+            || error.contains("corrupt"),
+        "{error}"
+    );
+}
+
 // Hand-made archives with entries that airlock pack never writes.
 
 /// A tar header with a raw path (so that `..` and absolute paths can be written).

@@ -10,10 +10,11 @@
 //! Decoders skip skippable frames, and parts are cut only between frames, so each part is a
 //! valid zstd stream and `cat lab.tar.zst.part* | zstd -d | tar -x` restores the bundle without
 //! airlock. The header tells airlock, before anything is decompressed, which bundle a part
-//! belongs to, its index and the part count, the size and digest of its payload (the bytes after
-//! the header) and the size and digest of the whole payload of all parts joined. So a missing,
-//! truncated, renamed or foreign part is named before any entry is read, and a changed byte is
-//! caught by the payload digest when the part has been read.
+//! belongs to, its index and the part count, the size of its payload (the bytes after the header)
+//! and of the whole payload of all parts joined, and for split archives the sha256 of both. So a
+//! missing, truncated, renamed or foreign part is named before any entry is read, and a changed
+//! byte is caught by the zstd frame checksums, the blob digests, or the part's payload digest
+//! when the part has been read.
 //!
 //! Independent frames have a second use: while verifying, airlock records where each frame
 //! starts, and a [`crate::bundle::VerifiedBundle`] then reads any blob of a packed bundle by
@@ -28,7 +29,7 @@ mod stream;
 mod unpack;
 
 pub use pack::{PackError, PackOptions, PackSummary, pack, parse_size};
-pub use parts::{PartError, PartHeader, PartSet};
+pub use parts::{ArchiveSummary, PartError, PartHeader, PartSet};
 pub(crate) use stream::{ArchiveStore, read_archive, read_head};
 pub use unpack::{UnpackError, unpack};
 

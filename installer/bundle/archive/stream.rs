@@ -189,6 +189,68 @@ impl BufRead for ReadAhead {
     }
 }
 
+/// Hashes entries on another thread, so that hashing overlaps with decompression.
+struct HashWorker {
+    jobs: mpsc::SyncSender<Option<Vec<u8>>>,
+    results: mpsc::Receiver<(Digest, u64)>,
+    /// Buffers the worker has hashed, for reuse.
+    spent: mpsc::Receiver<Vec<u8>>,
+}
+
+impl HashWorker {
+    fn spawn() -> HashWorker {
+        let (jobs, job_receiver) = mpsc::sync_channel::<Option<Vec<u8>>>(4);
+        let (result_sender, results) = mpsc::channel();
+        let (spent_sender, spent) = mpsc::channel();
+        thread::spawn(move || {
+            let mut hasher = Hasher::new();
+            for job in job_receiver {
+                match job {
+                    Some(chunk) => {
+                        hasher.update(&chunk);
+                        let _ = spent_sender.send(chunk);
+                    }
+                    None => {
+                        let done = std::mem::take(&mut hasher);
+                        let length = done.len();
+                        if result_sender.send((done.finish(), length)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        HashWorker {
+            jobs,
+            results,
+            spent,
+        }
+    }
+
+    /// A buffer of [`STREAM_BUFFER`] bytes to read the next chunk into.
+    fn buffer(&self) -> Vec<u8> {
+        let mut buffer = self.spent.try_recv().unwrap_or_default();
+        buffer.resize(STREAM_BUFFER, 0);
+        buffer
+    }
+
+    fn update(&self, chunk: Vec<u8>) {
+        self.jobs
+            .send(Some(chunk))
+            .expect("the hash worker runs until dropped");
+    }
+
+    /// The digest and length of everything since the last call.
+    fn finish(&self) -> (Digest, u64) {
+        self.jobs
+            .send(None)
+            .expect("the hash worker runs until dropped");
+        self.results
+            .recv()
+            .expect("the hash worker answers every finish")
+    }
+}
+
 /// Turns an I/O error met while reading the archive into the verification error it stands for.
 fn archive_error(parts: &PartSet, error: io::Error) -> VerifyError {
     if error.get_ref().is_some_and(|inner| inner.is::<PartError>()) {
@@ -323,8 +385,10 @@ pub(crate) fn read_archive(
         "verifying"
     });
     let decoder = FrameDecoder::new(ReadAhead::spawn(parts.payload_reader()));
+    let consumed = Arc::clone(&decoder.progress);
 
-    let result = read_entries(parts, policy, unpack_to, decoder, &progress);
+    let result = read_entries(parts, policy, unpack_to, decoder, &progress)
+        .map_err(|error| name_damaged_part(error, parts, consumed.load(Ordering::Relaxed)));
     match &result {
         Ok(_) => progress.finish(if unpack_to.is_some() {
             "unpacked"
@@ -334,6 +398,26 @@ pub(crate) fn read_archive(
         Err(_) => progress.fail("failed"),
     }
     result
+}
+
+/// Adds the part file to a decompression error of a split archive: `position` is how far into the
+/// joined payload the decoder had read.
+fn name_damaged_part(error: VerifyError, parts: &PartSet, position: u64) -> VerifyError {
+    match error {
+        VerifyError::Corrupt { archive, reason } if parts.parts.len() > 1 => {
+            let part = parts
+                .parts
+                .iter()
+                .find(|part| position < part.offset + part.size)
+                .or(parts.parts.last());
+            let reason = match part {
+                Some(part) => format!("{reason} (in part {})", part.path.display()),
+                None => reason,
+            };
+            VerifyError::Corrupt { archive, reason }
+        }
+        other => other,
+    }
 }
 
 fn read_entries<R: BufRead>(
@@ -396,7 +480,7 @@ fn read_entries<R: BufRead>(
     let mut documents = HashMap::new();
     let mut offsets: HashMap<Digest, u64> = HashMap::new();
     let mut seen = HashSet::new();
-    let mut buffer = vec![0u8; STREAM_BUFFER];
+    let hash_worker = HashWorker::spawn();
     while let Some(entry) = next {
         let mut entry = entry.map_err(|error| archive_error(parts, error))?;
         let path = entry_path(&entry)?;
@@ -455,39 +539,34 @@ fn read_entries<R: BufRead>(
             });
         }
         let mut kept = Vec::new();
-        let mut hasher = Hasher::new();
         loop {
-            let read = match entry.read(&mut buffer) {
+            let mut chunk = hash_worker.buffer();
+            let read = match entry.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(read) => read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(archive_error(parts, error)),
             };
-            hasher.update(&buffer[..read]);
+            chunk.truncate(read);
             if keep {
-                kept.extend_from_slice(&buffer[..read]);
+                kept.extend_from_slice(&chunk);
             }
             if let Some((file, file_path)) = &mut output {
-                file.write_all(&buffer[..read])
-                    .map_err(|source| VerifyError::Io {
-                        path: file_path.clone(),
-                        source,
-                    })?;
+                file.write_all(&chunk).map_err(|source| VerifyError::Io {
+                    path: file_path.clone(),
+                    source,
+                })?;
             }
+            hash_worker.update(chunk);
         }
-        if hasher.len() != blob.size {
-            let reason = format!(
-                "{} ends after {} of {} bytes",
-                path,
-                hasher.len(),
-                blob.size
-            );
+        let (computed, length) = hash_worker.finish();
+        if length != blob.size {
+            let reason = format!("{path} ends after {length} of {} bytes", blob.size);
             return Err(VerifyError::Corrupt {
                 archive: archive_path.clone(),
                 reason,
             });
         }
-        let computed = hasher.finish();
         if computed != blob.digest {
             return Err(VerifyError::DigestMismatch {
                 path: located(&path),
