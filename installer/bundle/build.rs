@@ -1,7 +1,7 @@
 //! `bundle build`: copying a specification's artifacts into a new bundle directory.
 //!
 //! Every blob is written to a temporary name in `blobs/sha256/`, hashed on the way, and renamed
-//! to its digest; `bundle.yaml` is written last, atomically, so a directory with a bundle.yaml
+//! to its digest. `bundle.yaml` is written last, atomically, so a directory with a bundle.yaml
 //! is complete. A failed build removes what it wrote.
 
 use std::collections::BTreeMap;
@@ -91,7 +91,7 @@ pub enum BuildError {
     NoInstallPath { artifact: String, kind: String },
 }
 
-/// What a build wrote.
+/// The result of a build.
 #[derive(Clone, Debug)]
 pub struct BuildSummary {
     pub manifest: BundleManifest,
@@ -378,7 +378,7 @@ impl Builder<'_> {
     }
 
     /// Copies an image from a local OCI layout: its manifest (resolved to the platform if the
-    /// layout holds an index), its config and its layers, each checked against its descriptor.
+    /// layout contains an index), its config and its layers, each checked against its descriptor.
     fn copy_image(
         &mut self,
         image: &ImageSpec,
@@ -511,7 +511,7 @@ impl Builder<'_> {
     }
 }
 
-/// The install target a kind gets when the specification sets none.
+/// Returns the install target a kind gets when the specification sets none.
 fn default_install(spec: &ArtifactSpec, file: &PlannedFile) -> Result<InstallTarget, BuildError> {
     let file_name = file
         .path

@@ -72,7 +72,7 @@ pub enum KeyError {
 #[derive(Clone, Debug)]
 pub struct PublicKey {
     key: minisign::PublicKey,
-    /// Where the key came from, for messages.
+    /// The key's origin (a file path), for messages.
     pub source: String,
 }
 
@@ -112,7 +112,7 @@ impl PublicKey {
     }
 }
 
-/// Whether a secret key file needs a password.
+/// Returns whether a secret key file needs a password.
 pub fn secret_key_is_encrypted(path: &Path) -> Result<bool, KeyError> {
     let text = read_small_text(path).map_err(|source| KeyError::Read {
         path: path.into(),
@@ -296,7 +296,7 @@ fn read_small_text(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
-/// Which signatures a reader of a bundle accepts.
+/// The signatures a reader of a bundle accepts.
 #[derive(Clone, Debug, Default)]
 pub struct TrustPolicy {
     /// The keys whose signatures are trusted.
@@ -314,7 +314,7 @@ impl TrustPolicy {
     }
 }
 
-/// Who signed a verified bundle.
+/// The signer of a verified bundle.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Signer {
@@ -331,7 +331,7 @@ pub enum Signer {
 }
 
 impl Signer {
-    /// The key id of a trusted signature.
+    /// Returns the key id of a trusted signature.
     pub fn trusted_key(&self) -> Option<KeyId> {
         match self {
             Signer::Trusted { key_id, .. } => Some(*key_id),
@@ -376,7 +376,8 @@ fn list_ids(ids: &[KeyId]) -> String {
         .join(", ")
 }
 
-/// The trusted comment airlock signs: minisign's timestamp and file fields, then the bundle.
+/// Formats the trusted comment airlock signs: minisign's timestamp and file fields, then the
+/// bundle.
 pub fn trusted_comment(name: &str, version: u64, timestamp: u64) -> String {
     format!("timestamp:{timestamp}\tfile:bundle.yaml\tbundle:{name}\tversion:{version}")
 }
@@ -453,8 +454,9 @@ pub fn check_signature(
     })
 }
 
-/// A comment written by `minisign -S` has no bundle fields and passes; one written by airlock
-/// must name this bundle, so a signature cannot be moved to another bundle's manifest unnoticed.
+/// Checks the bundle fields of a trusted comment. A comment written by `minisign -S` has none
+/// and passes. One written by airlock must name this bundle, so that a signature moved to another
+/// bundle's manifest is noticed.
 fn check_trusted_comment(
     comment: &str,
     (name, version): (&str, u64),

@@ -1,4 +1,4 @@
-//! Which entries a bundle may contain, for directories and archives alike.
+//! The entries a bundle may contain, for directories and archives alike.
 //!
 //! A bundle has a fixed shape: `bundle.yaml`, its signature, `oci-layout`, `index.json`, the
 //! directories `blobs/` and `blobs/sha256/`, and the blobs. Anything else is an error: other
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::{BLOBS_DIR, MANIFEST_FILE, SIGNATURE_FILE};
 
-/// What is wrong with an entry of a bundle directory or archive.
+/// A problem with an entry of a bundle directory or archive.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EntryProblem {
     #[error("absolute paths are not allowed")]
@@ -38,8 +38,8 @@ pub enum EntryKind {
     Directory,
 }
 
-/// Turns an archive entry's raw path into a plain relative path: `./` prefixes and a trailing `/`
-/// are dropped; absolute paths, `..` and invalid UTF-8 are rejected.
+/// Turns an archive entry's raw path into a plain relative path. `./` prefixes and a trailing `/`
+/// are dropped, and absolute paths, `..` and invalid UTF-8 are rejected.
 pub fn normalize_entry_path(raw: &[u8]) -> Result<String, EntryProblem> {
     let text = std::str::from_utf8(raw).map_err(|_| EntryProblem::NotUtf8)?;
     if text.starts_with('/') {
@@ -56,13 +56,13 @@ pub fn normalize_entry_path(raw: &[u8]) -> Result<String, EntryProblem> {
     Ok(parts.join("/"))
 }
 
-/// Whether `path` is one of the directories a bundle has.
+/// Returns whether `path` is one of the directories a bundle has.
 pub fn is_bundle_directory(path: &str) -> bool {
     path == "blobs" || path == BLOBS_DIR
 }
 
-/// Whether `path` is a file that bundle.yaml does not list because it is bundle.yaml or its
-/// signature.
+/// Returns whether `path` is bundle.yaml or its signature, the two files bundle.yaml does not
+/// list.
 pub fn is_manifest_or_signature(path: &str) -> bool {
     path == MANIFEST_FILE || path == SIGNATURE_FILE
 }
@@ -132,7 +132,8 @@ pub fn check_file_type(
     }
 }
 
-/// A tar header with fixed owner, group and time, so that archives depend only on their content.
+/// Builds a tar header with fixed owner, group and time, so that archives depend only on their
+/// content.
 pub(crate) fn tar_header(entry_type: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(entry_type);

@@ -1,7 +1,7 @@
 //! `bundle.yaml`: the description of a bundle that its signature covers.
 //!
-//! It names the bundle, its version and the k0s version, lists the stacks and every artifact
-//! with where it goes on a host, and then lists every other file of the bundle directory with its
+//! It names the bundle, its version and the k0s version, and lists the stacks and every artifact
+//! with where it goes on a host. Then it lists every other file of the bundle directory with its
 //! size and digest: `oci-layout`, `index.json` and each blob, layers and configs included. So the
 //! chain "the signature covers bundle.yaml, bundle.yaml covers every byte" holds without
 //! exception; only `bundle.yaml` itself and its signature `bundle.yaml.minisig` are not listed.
@@ -74,7 +74,7 @@ pub struct Artifact {
     /// The image reference, for artifacts of kind `image`.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// Where the artifact goes on a host; images have none because `apply` imports them.
+    /// The artifact's destination on hosts. Images have none, because `apply` imports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<InstallTarget>,
 }
@@ -124,7 +124,7 @@ impl ArtifactKind {
         }
     }
 
-    /// The media type recorded when the specification does not give one.
+    /// Returns the media type recorded when the specification does not give one.
     pub fn default_media_type(&self) -> &'static str {
         match self {
             ArtifactKind::K0sBinary => "application/octet-stream",
@@ -230,7 +230,7 @@ impl FromStr for Platform {
     }
 }
 
-/// Where an artifact goes on a host.
+/// An artifact's destination on hosts: path, mode and which hosts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstallTarget {
@@ -248,7 +248,7 @@ impl InstallPath {
         &self.0
     }
 
-    /// The path on a host whose k0s data directory is `data_dir`.
+    /// Returns the path on a host whose k0s data directory is `data_dir`.
     pub fn resolve(&self, data_dir: &str) -> String {
         match self.0.strip_prefix(DATA_DIR_PLACEHOLDER) {
             Some(rest) => format!("{}{rest}", data_dir.trim_end_matches('/')),
@@ -319,7 +319,7 @@ impl FromStr for FileMode {
     }
 }
 
-/// Which hosts receive an artifact.
+/// The hosts that receive an artifact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostSelector {
@@ -434,7 +434,7 @@ impl BundleManifest {
         Ok(())
     }
 
-    /// The size of every blob, by digest.
+    /// Returns the size of every blob, by digest.
     pub fn blob_sizes(&self) -> HashMap<Digest, u64> {
         self.blobs
             .iter()
@@ -454,7 +454,7 @@ impl BundleManifest {
         files
     }
 
-    /// The total size of the files [`Self::expected_files`] lists.
+    /// Returns the total size of the files [`Self::expected_files`] lists.
     pub fn total_size(&self) -> u64 {
         self.layout.oci_layout.size
             + self.layout.index.size
@@ -462,7 +462,7 @@ impl BundleManifest {
     }
 }
 
-/// The path of a blob relative to the bundle directory: `blobs/sha256/<hex>`.
+/// Returns the path of a blob relative to the bundle directory: `blobs/sha256/<hex>`.
 pub fn blob_path(digest: &Digest) -> String {
     format!("blobs/{}/{}", Digest::ALGORITHM, digest.hex())
 }

@@ -1,6 +1,6 @@
 //! The offline bundle: an OCI image layout plus a signed `bundle.yaml` that pins every file.
 //!
-//! A bundle directory holds `bundle.yaml`, its minisign signature `bundle.yaml.minisig`,
+//! A bundle directory contains `bundle.yaml`, its minisign signature `bundle.yaml.minisig`,
 //! `oci-layout`, `index.json` and `blobs/sha256/<hex>`. The signature covers `bundle.yaml`, and
 //! `bundle.yaml` lists every other file with its size and digest, so checking the signature and
 //! then every digest checks every byte. For transport the directory is packed into one

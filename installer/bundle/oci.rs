@@ -1,7 +1,7 @@
 //! The parts of the OCI image layout and image specifications (v1.1) that bundles use.
 //!
-//! Only the fields airlock reads or writes are typed; unknown fields of manifests and indexes are
-//! kept as they are so that a manifest's bytes, and therefore its digest, never change.
+//! Only the fields airlock reads or writes are typed. Unknown fields of manifests and indexes are
+//! kept, so that a manifest airlock rewrites keeps its bytes and therefore its digest.
 
 use std::collections::BTreeMap;
 
@@ -98,18 +98,18 @@ pub struct ImageManifest {
 }
 
 impl ImageManifest {
-    /// The config and the layers: every blob the manifest refers to.
+    /// Returns the config and the layers: every blob the manifest refers to.
     pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
         std::iter::once(&self.config).chain(&self.layers)
     }
 }
 
-/// Whether a descriptor points at an image manifest (OCI or Docker schema 2).
+/// Returns whether a media type is an image manifest's (OCI or Docker schema 2).
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_TYPE_MANIFEST || media_type == MEDIA_TYPE_DOCKER_MANIFEST
 }
 
-/// Whether a descriptor points at an index (OCI image index or Docker manifest list).
+/// Returns whether a media type is an index's (OCI image index or Docker manifest list).
 pub fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_TYPE_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST
 }

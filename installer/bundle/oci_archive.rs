@@ -1,7 +1,7 @@
 //! OCI archives of chosen images: what `apply` streams to `<data-dir>/images/` on workers, where
 //! k0s imports every archive it finds into containerd.
 //!
-//! An archive is a tar of an OCI image layout holding only the chosen images. index.json names
+//! An archive is a tar of an OCI image layout that contains only the chosen images. index.json names
 //! each image twice: `io.containerd.image.name`, which containerd's importer uses as the image
 //! name, and `org.opencontainers.image.ref.name`, which skopeo and other OCI tools address it by.
 //! The bytes depend only on the set of images: images are sorted by reference, blobs by digest,
@@ -38,8 +38,8 @@ pub enum OciArchiveError {
 
 impl VerifiedBundle {
     /// Writes a tar of an OCI image layout holding `images` into `output`, and returns its size
-    /// and digest. Every blob is checked against its verified digest as it is copied; on a
-    /// mismatch the error comes after some bytes were written, so the caller must discard them.
+    /// and digest. Every blob is checked against its verified digest as it is copied. A mismatch
+    /// is reported after some bytes were written, so the caller must discard them.
     pub fn write_oci_archive(
         &self,
         images: &[&Image],
@@ -96,7 +96,7 @@ impl VerifiedBundle {
         Ok(OciArchiveSummary { digest, size })
     }
 
-    /// The size and digest [`Self::write_oci_archive`] would produce, computed without writing.
+    /// Computes the size and digest [`Self::write_oci_archive`] would produce, without writing.
     pub fn oci_archive_digest(
         &self,
         images: &[&Image],

@@ -221,7 +221,7 @@ impl BundleSpec {
         Ok(spec)
     }
 
-    /// The platform for entries that name none.
+    /// Returns the platform for entries that name none.
     pub fn default_platform(&self) -> Platform {
         self.platform.clone().unwrap_or_else(Platform::linux_amd64)
     }
@@ -304,7 +304,7 @@ fn check_name(what: &str, name: &str, valid: fn(&str) -> bool) -> Result<(), Str
     }
 }
 
-/// A lowercase RFC 1123 label: stack names become directory names on hosts.
+/// Checks for a lowercase RFC 1123 label: stack names become directory names on hosts.
 fn is_dns_label(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name
@@ -314,8 +314,8 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// Letters, digits and `._+-`, starting with a letter or digit: artifact names may become file
-/// names on hosts.
+/// Checks for letters, digits and `._+-`, starting with a letter or digit: artifact names may
+/// become file names on hosts.
 fn is_artifact_name(name: &str) -> bool {
     name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -324,7 +324,7 @@ fn is_artifact_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }
 
-/// The characters the OCI specification allows in `org.opencontainers.image.ref.name`.
+/// Checks for the characters the OCI specification allows in `org.opencontainers.image.ref.name`.
 fn is_image_reference(name: &str) -> bool {
     (1..=255).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())

@@ -1,7 +1,7 @@
 //! Opening a bundle, verifying it, and reading the artifacts of a verified bundle.
 //!
 //! [`Bundle::verify`] checks, in this order: the signature over `bundle.yaml` against the trust
-//! policy; that the bundle holds exactly the files `bundle.yaml` lists, with no links or special
+//! policy; that the bundle contains exactly the files `bundle.yaml` lists, with no links or special
 //! files; every file's size and sha256; and that `index.json` and the image manifests agree with
 //! `bundle.yaml`. Only then does it return a [`VerifiedBundle`], the one type that hands out
 //! artifacts, so installing code cannot skip verification.
@@ -111,7 +111,7 @@ pub enum Bundle {
     Archive(Box<PartSet>),
 }
 
-/// What `inspect` shows: the manifest and the signing key id, both unverified.
+/// The result of `inspect`: the manifest and the signing key id, both unverified.
 #[derive(Clone, Debug)]
 pub struct BundleInspection {
     pub manifest: BundleManifest,
@@ -406,8 +406,8 @@ fn hash_directory_files(
     let mut files: Vec<(&String, &Blob)> = expected.iter().collect();
     files.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(b.0)));
 
-    // par_bridge hands out files in this order to whichever thread is free, which keeps the
-    // largest-first schedule; splitting the list like par_iter does would give one thread all the
+    // par_bridge hands out files in this order to whichever thread is free, so the schedule stays
+    // largest-first. Splitting the list in halves, as par_iter does, gives one thread all the
     // large files.
     let mut results: Vec<(&String, Result<(), VerifyError>)> = files
         .iter()
@@ -422,7 +422,7 @@ fn hash_directory_files(
     groups.finish();
     // Report the first failure in path order, whichever thread found it.
     results.sort_by(|a, b| a.0.cmp(b.0));
-    results.into_iter().map(|(_, result)| result).collect()
+    results.into_iter().try_for_each(|(_, result)| result)
 }
 
 /// Hashes a file, reading at most one byte more than the size bundle.yaml lists.
@@ -482,7 +482,8 @@ fn hash_file_against(
     Ok(())
 }
 
-/// The paths of the JSON documents verification parses: index.json and each image manifest.
+/// Returns the paths of the JSON documents verification parses: index.json and each image
+/// manifest.
 pub(crate) fn document_paths(manifest: &BundleManifest) -> Vec<String> {
     let images = manifest
         .artifacts
@@ -668,7 +669,7 @@ impl ProgressGroups {
     }
 }
 
-/// Where a verified bundle's blobs are read from.
+/// The source of a verified bundle's blobs.
 pub(crate) enum BlobStore {
     Directory(PathBuf),
     Archive(Box<ArchiveStore>),
@@ -686,12 +687,12 @@ pub struct Image {
 }
 
 impl Image {
-    /// The digest of the image manifest.
+    /// Returns the digest of the image manifest.
     pub fn digest(&self) -> Digest {
         self.descriptor.digest
     }
 
-    /// The manifest, config and layer blobs.
+    /// Returns the manifest, config and layer blobs.
     pub fn blobs(&self) -> Vec<Blob> {
         let manifest = Blob {
             digest: self.descriptor.digest,
@@ -738,12 +739,12 @@ impl VerifiedBundle {
         }
     }
 
-    /// The parsed bundle.yaml.
+    /// Returns the parsed bundle.yaml.
     pub fn manifest(&self) -> &BundleManifest {
         &self.manifest
     }
 
-    /// The bundle's digest: the sha256 of bundle.yaml.
+    /// Returns the bundle's digest: the sha256 of bundle.yaml.
     pub fn digest(&self) -> Digest {
         self.digest
     }
@@ -752,7 +753,7 @@ impl VerifiedBundle {
         &self.signer
     }
 
-    /// The directory or archive the bundle was read from.
+    /// Returns the directory or archive the bundle was read from.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -777,7 +778,7 @@ impl VerifiedBundle {
             .filter(move |artifact| &artifact.kind == kind)
     }
 
-    /// The artifacts of a stack; `None` selects those that belong to no stack.
+    /// Returns the artifacts of a stack, or with `None` those that belong to no stack.
     pub fn artifacts_in_stack<'a>(
         &'a self,
         stack: Option<&'a str>,
@@ -787,7 +788,8 @@ impl VerifiedBundle {
             .filter(move |artifact| artifact.stack.as_deref() == stack)
     }
 
-    /// The artifacts a host of `platform` needs: those for that platform and those for any.
+    /// Returns the artifacts a host of `platform` needs: those for that platform and those for
+    /// any platform.
     pub fn artifacts_for_platform<'a>(
         &'a self,
         platform: &'a Platform,
@@ -797,7 +799,7 @@ impl VerifiedBundle {
             .filter(move |artifact| artifact.platform.as_ref().is_none_or(|p| p == platform))
     }
 
-    /// The container images, in index.json order.
+    /// Returns the container images, in index.json order.
     pub fn images(&self) -> &[Image] {
         &self.images
     }
@@ -844,7 +846,7 @@ impl VerifiedBundle {
         self.open_blob(&artifact.digest)
     }
 
-    /// The size of a blob, if the bundle has it.
+    /// Returns the size of a blob, if the bundle has it.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.blob_sizes.get(digest).copied()
     }

@@ -413,8 +413,8 @@ fn pack_error(error: PackError) -> CliError {
     }
 }
 
-/// Maps a verification error to the CLI: the message names the file and digests, the help line
-/// says what the user can do.
+/// Maps a verification error to the CLI: the message names the file and digests, and the help
+/// line tells the user what to do.
 pub fn verify_error(error: VerifyError) -> CliError {
     const DAMAGED: &str =
         "the bundle was changed or damaged after it was built; copy it again from the original";

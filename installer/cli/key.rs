@@ -20,7 +20,7 @@ pub enum KeyCommand {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Where to write the pair: PREFIX.pub (public) and PREFIX.key (secret).
+    /// The path prefix of the pair: PREFIX.pub (public) and PREFIX.key (secret).
     #[arg(short, long, value_name = "PREFIX")]
     pub output: PathBuf,
     /// Store the secret key without a password. Without this flag the password is read from

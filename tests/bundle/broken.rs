@@ -342,7 +342,7 @@ fn tampered_archive_byte_unsplit() {
 
 // Hand-made archives with entries that airlock pack never writes.
 
-/// A tar header with a raw path (so that `..` and absolute paths can be written).
+/// Builds a tar header with a raw path, so that `..` and absolute paths can be written.
 fn raw_header(
     path: &[u8],
     entry_type: tar::EntryType,

@@ -31,7 +31,7 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
-/// A tar holding one file, as an image layer.
+/// Builds a tar of one file, as an image layer.
 fn layer(name: &str, content: &[u8]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
@@ -356,7 +356,7 @@ pub fn flip_byte(path: &Path, offset: i64) {
     fs::File::create(path).unwrap().write_all(&bytes).unwrap();
 }
 
-/// The path of the largest blob of a bundle directory.
+/// Returns the path of the largest blob of a bundle directory.
 pub fn largest_blob(bundle: &Path) -> PathBuf {
     fs::read_dir(bundle.join("blobs/sha256"))
         .unwrap()

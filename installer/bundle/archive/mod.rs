@@ -9,18 +9,20 @@
 //!
 //! Decoders skip skippable frames, and parts are cut only between frames, so each part is a
 //! valid zstd stream and `cat lab.tar.zst.part* | zstd -d | tar -x` restores the bundle without
-//! airlock. The header tells airlock, before anything is decompressed, which bundle a part
-//! belongs to, its index and the part count, the size of its payload (the bytes after the header)
-//! and of the whole payload of all parts joined, and for split archives the sha256 of both. So a
-//! missing, truncated, renamed or foreign part is named before any entry is read, and a changed
-//! byte is caught by the zstd frame checksums, the blob digests, or the part's payload digest
-//! when the part has been read.
+//! airlock.
+//!
+//! Each header records the bundle a part belongs to, the part's number and the part count, the
+//! size of its payload (the bytes after the header) and of the whole payload of all parts joined,
+//! and for split archives the sha256 of both. airlock reads every header before it decompresses
+//! anything, so a missing, truncated, renamed or foreign part is named before any entry is read.
+//! A changed byte is caught by the zstd frame checksums, the blob digests, or the part's payload
+//! digest once the part has been read.
 //!
 //! Independent frames have a second use: while verifying, airlock records where each frame
 //! starts, and a [`crate::bundle::VerifiedBundle`] then reads any blob of a packed bundle by
-//! decompressing from the frame that holds its first byte.
+//! decompressing from the frame that contains its first byte.
 //!
-//! The tar holds `bundle.yaml` first and `bundle.yaml.minisig` second, so a streaming reader
+//! The tar has `bundle.yaml` first and `bundle.yaml.minisig` second, so a streaming reader
 //! checks the signature before it reads any blob.
 
 mod pack;
@@ -33,7 +35,7 @@ pub use parts::{ArchiveSummary, PartError, PartHeader, PartSet};
 pub(crate) use stream::{ArchiveStore, read_archive, read_head};
 pub use unpack::{UnpackError, unpack};
 
-/// The magic number of the skippable frame that holds a part header. The zstd format reserves
+/// The magic number of the skippable frame that contains a part header. The zstd format reserves
 /// 0x184D2A50 to 0x184D2A5F for skippable frames; the seekable format of zstd's contrib code
 /// uses 0x184D2A5E, so airlock takes 0x184D2A5B.
 pub const PART_MAGIC: u32 = 0x184D_2A5B;

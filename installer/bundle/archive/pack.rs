@@ -1,7 +1,7 @@
 //! Packing a bundle directory into a `.tar.zst`, optionally split into parts.
 //!
-//! The tar stream is cut into chunks that worker threads compress as independent zstd frames;
-//! a writer thread puts the frames in order and starts a new part whenever the next frame would
+//! The tar stream is cut into chunks that worker threads compress as independent zstd frames.
+//! A writer thread puts the frames in order, and starts a new part whenever the next frame would
 //! make the current one exceed the split size. Every file is hashed on its way into the tar, so a
 //! bundle whose files no longer match bundle.yaml is never packed.
 
@@ -23,7 +23,7 @@ use crate::bundle::{BLOBS_DIR, MANIFEST_FILE, OCI_LAYOUT_FILE, SIGNATURE_FILE};
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::ui::{Item, Ui};
 
-/// The tar bytes compressed into one frame when no split size asks for less.
+/// The maximum tar bytes compressed into one frame; small split sizes use less.
 const MAX_FRAME_INPUT: u64 = 16 << 20;
 /// The smallest split size: a part must hold its header and at least one frame.
 pub const MIN_SPLIT_SIZE: u64 = 128 << 10;
@@ -51,7 +51,7 @@ impl Default for PackOptions {
     }
 }
 
-/// What was written.
+/// The files a pack wrote.
 #[derive(Clone, Debug)]
 pub struct PackSummary {
     /// The files written, in order: one archive, or the parts.
@@ -112,7 +112,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Packs the bundle directory `dir` into `output`, or into `output.part001`, `output.part002`...
 /// when `options.split_size` is set. Parts left over from an earlier pack with more parts are
-/// removed, so a directory never holds a mix of two archives' parts.
+/// removed, so a directory never contains a mix of two archives' parts.
 pub fn pack(
     dir: &Path,
     output: &Path,
@@ -252,7 +252,7 @@ impl BufferPool {
         }
     }
 
-    /// A buffer of `size` bytes for chunks; for frames, an empty one with that capacity.
+    /// Returns a buffer: `size` bytes long for chunks, or for frames cleared by the caller.
     fn take(&self) -> Vec<u8> {
         let reused = self
             .free

@@ -52,7 +52,7 @@ pub struct PartBundle {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PartPayload {
-    /// Where the payload starts within the joined archive.
+    /// The payload's offset within the joined archive.
     pub offset: u64,
     pub size: u64,
     /// The sha256 of the payload; only split archives have one (see [`ArchiveSummary`]).
@@ -147,7 +147,7 @@ pub enum PartError {
     },
 }
 
-/// The file name of part `part` (from 1) of the archive `output`.
+/// Returns the file name of part `part` (from 1) of the archive `output`.
 pub fn part_path(output: &Path, part: u32) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
     name.push(format!(".part{part:03}"));
@@ -278,23 +278,24 @@ impl PartSet {
         })
     }
 
-    /// The size of the joined payload.
+    /// Returns the size of the joined payload.
     pub fn payload_size(&self) -> u64 {
         self.parts.iter().map(|part| part.size).sum()
     }
 
-    /// The bundle digest the header promises, if there is a header.
+    /// Returns the bundle digest from the header, if there is a header.
     pub fn bundle_digest(&self) -> Option<Digest> {
         self.header.as_ref().map(|header| header.bundle.digest)
     }
 
-    /// A reader over the joined payloads that checks each part's payload digest as its last byte
-    /// is read.
+    /// Returns a reader over the joined payloads that checks each part's payload digest, if it has
+    /// one, as its last byte is read.
     pub fn payload_reader(&self) -> PayloadReader {
         PayloadReader::new(self.parts.clone(), true)
     }
 
-    /// A seekable reader over the joined payloads, for reading single entries after verification.
+    /// Returns a seekable reader over the joined payloads, for reading single entries after
+    /// verification.
     pub fn seekable_reader(&self) -> PayloadReader {
         PayloadReader::new(self.parts.clone(), false)
     }
@@ -425,7 +426,7 @@ fn check_sibling_header(
     Ok(())
 }
 
-/// The path of part `number` beside `first`, whose name ends in `.partNNN`.
+/// Returns the path of part `number` beside `first`, whose name ends in `.partNNN`.
 fn sibling_part(first: &Path, number: u32) -> Option<PathBuf> {
     let name = first.file_name()?.to_str()?;
     let (stem, digits) = name.rsplit_once(".part")?;

@@ -25,11 +25,11 @@ use crate::bundle::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::digest::{Digest, Hasher, STREAM_BUFFER};
 use crate::ui::Ui;
 
-/// The most bytes after the end of the tar that are accepted; they must be zeros (GNU tar pads
-/// archives to a multiple of 10 KiB).
+/// The maximum number of bytes accepted after the end of the tar. They must be zeros, because
+/// GNU tar pads archives to a multiple of 10 KiB.
 const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 
-/// Where a zstd frame starts, in the joined payload and in the decompressed tar stream.
+/// The start of a zstd frame, in the joined payload and in the decompressed tar stream.
 #[derive(Clone, Copy, Debug)]
 struct FrameStart {
     compressed: u64,
@@ -227,7 +227,7 @@ impl HashWorker {
         }
     }
 
-    /// A buffer of [`STREAM_BUFFER`] bytes to read the next chunk into.
+    /// Returns a buffer of [`STREAM_BUFFER`] bytes to read the next chunk into.
     fn buffer(&self) -> Vec<u8> {
         let mut buffer = self.spent.try_recv().unwrap_or_default();
         buffer.resize(STREAM_BUFFER, 0);
@@ -240,14 +240,14 @@ impl HashWorker {
             .expect("the hash worker runs until dropped");
     }
 
-    /// The digest and length of everything since the last call.
+    /// Returns the digest and length of everything sent since the last call.
     fn finish(&self) -> (Digest, u64) {
         self.jobs
             .send(None)
             .expect("the hash worker runs until dropped");
         self.results
             .recv()
-            .expect("the hash worker answers every finish")
+            .expect("the hash worker returns a result for every finish")
     }
 }
 
@@ -271,7 +271,7 @@ fn archive_error(parts: &PartSet, error: io::Error) -> VerifyError {
     }
 }
 
-/// What a full read of an archive established.
+/// The result of a full read of an archive.
 pub(crate) struct StreamOutcome {
     pub manifest: BundleManifest,
     pub digest: Digest,
@@ -673,13 +673,13 @@ fn create_dir(path: &Path) -> Result<(), VerifyError> {
 pub(crate) struct ArchiveStore {
     parts: PartSet,
     frames: Vec<FrameStart>,
-    /// Where each blob's data starts in the decompressed tar stream.
+    /// The offset of each blob's data in the decompressed tar stream.
     offsets: HashMap<Digest, u64>,
     sizes: HashMap<Digest, u64>,
 }
 
 impl ArchiveStore {
-    /// Opens a blob by decompressing from the frame that holds its first byte. For an archive
+    /// Opens a blob by decompressing from the frame that contains its first byte. For an archive
     /// made by other tools with a single frame, that is the start of the archive.
     pub(crate) fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
         let not_found = || {

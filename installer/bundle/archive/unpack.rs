@@ -28,7 +28,7 @@ pub enum UnpackError {
 /// `output`, checking the signature against `policy` and every entry against bundle.yaml.
 ///
 /// Entries go to a temporary directory beside `output`, which is renamed to `output` only when
-/// everything has been verified; on failure it is removed and `output` is left as it was.
+/// everything has been verified. On failure it is removed, and `output` is left as it was.
 pub fn unpack(
     archive: &Path,
     output: &Path,
