@@ -30,6 +30,8 @@ use crate::ui::{Item, Ui};
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error("invalid bundle: {reason}")]
+    InvalidBundle { reason: String },
     #[error("output directory {path} is not empty")]
     OutputNotEmpty { path: PathBuf },
     #[error("cannot write {path}")]
@@ -121,6 +123,9 @@ pub fn build(spec_path: &Path, output: &Path, ui: &Ui) -> Result<BuildSummary, B
         };
         builder.run(output)?
     };
+    manifest
+        .validate()
+        .map_err(|reason| BuildError::InvalidBundle { reason })?;
     let yaml = manifest.to_yaml();
     let manifest_path = output.join(MANIFEST_FILE);
     write_atomically(&manifest_path, yaml.as_bytes()).map_err(|source| BuildError::Write {

@@ -379,7 +379,8 @@ impl BundleManifest {
         yaml_serde::to_string(self).expect("a bundle manifest always serialises")
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the rules [`Self::parse`] enforces beyond the YAML schema.
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.name.is_empty()
             || self
                 .name
@@ -400,6 +401,7 @@ impl BundleManifest {
             return Err("blobs must be sorted by digest and listed once each".to_string());
         }
         let mut names = HashSet::new();
+        let mut install_paths = HashMap::new();
         for artifact in &self.artifacts {
             if !names.insert((artifact.name.as_str(), artifact.platform.as_ref())) {
                 return Err(format!("artifact {:?} is listed twice", artifact.name));
@@ -429,6 +431,19 @@ impl BundleManifest {
             }
             if artifact.kind == ArtifactKind::Image && artifact.reference.is_none() {
                 return Err(format!("image artifact {:?} has no ref", artifact.name));
+            }
+            // Two artifacts for the same hosts and path would overwrite each other; artifacts
+            // for different platforms may share a path, such as /usr/local/bin/k0s.
+            if let Some(install) = &artifact.install
+                && let Some(other) = install_paths.insert(
+                    (install.path.as_str(), artifact.platform.as_ref()),
+                    &artifact.name,
+                )
+            {
+                return Err(format!(
+                    "artifacts {other:?} and {:?} are both installed to {}",
+                    artifact.name, install.path
+                ));
             }
         }
         Ok(())
@@ -544,6 +559,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("not among the blobs"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_shared_install_path() {
+        let mut manifest = sample();
+        let mut copy = manifest.artifacts[0].clone();
+        copy.name = "k0s-copy".into();
+        manifest.artifacts.push(copy.clone());
+        let error = BundleManifest::parse(manifest.to_yaml().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("are both installed to /usr/local/bin/k0s"),
+            "{error}"
+        );
+
+        // The same path for another platform is fine.
+        manifest.artifacts[1].platform = Some("linux/arm64".parse().unwrap());
+        assert!(BundleManifest::parse(manifest.to_yaml().as_bytes()).is_ok());
     }
 
     #[test]

@@ -385,6 +385,9 @@ fn build_error(error: BuildError) -> CliError {
             Some("check the image's `ref` and `platform` against the layout's index.json"),
         ),
         BuildError::NoInstallPath { .. } => (Status::Usage, None),
+        BuildError::InvalidBundle { .. } => {
+            (Status::Usage, Some("fix the specification and build again"))
+        }
         _ => (Status::Failure, None),
     };
     let error = CliError::failure(error).status(status);

@@ -742,6 +742,34 @@ fn url_source_is_not_supported_yet() {
 }
 
 #[test]
+fn shared_install_path_is_usage_error() {
+    let workspace = Workspace::new();
+    let spec = workspace.spec("lab", 1);
+    let text = fs::read_to_string(&spec).unwrap().replace(
+        "{ name: example-chart, kind: chart, source: { file: sources/example-1.0.0.tgz } }",
+        "{ name: example-chart, kind: chart, source: { file: sources/example-1.0.0.tgz }, \
+         install: { path: '<data-dir>/manifests/example/example.yaml', mode: '0644', hosts: controllers } }",
+    );
+    fs::write(&spec, text).unwrap();
+    let output = workspace.path("out");
+    let error = run_fail(
+        &[
+            "bundle",
+            "build",
+            spec.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ],
+        USAGE,
+    );
+    assert!(
+        error.contains("are both installed to <data-dir>/manifests/example/example.yaml"),
+        "{error}"
+    );
+    assert!(!output.join("bundle.yaml").exists());
+}
+
+#[test]
 fn split_size_below_minimum_is_usage_error() {
     let workspace = Workspace::new();
     let bundle = workspace.build("lab", 1, None);
