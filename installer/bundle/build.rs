@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -20,7 +19,7 @@ use super::oci::{
     self, Descriptor, DescriptorPlatform, ImageIndex, ImageManifest, MAX_MANIFEST_JSON,
 };
 use super::spec::{ArtifactSpec, BundleSpec, ImageSpec, OciLayoutSource, Source, SpecError};
-use super::verify::write_atomically;
+use super::verify::{temporary_file_beside, write_atomically};
 use super::{BLOBS_DIR, INDEX_FILE, MANIFEST_FILE, OCI_LAYOUT_FILE};
 use crate::digest::{Digest, HashingWriter, STREAM_BUFFER};
 use crate::ui::{Item, Ui};
@@ -690,11 +689,8 @@ fn store_blob(
     progress: Option<&Item>,
 ) -> Result<Blob, StoreError> {
     let write_error = |source| StoreError::Write(blobs_dir.into(), source);
-    let temporary = tempfile::Builder::new()
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .prefix(".partial-")
-        .tempfile_in(blobs_dir)
-        .map_err(write_error)?;
+    let temporary =
+        temporary_file_beside(&blobs_dir.join("blob"), ".partial-").map_err(write_error)?;
     let mut writer = HashingWriter::new(io::BufWriter::with_capacity(STREAM_BUFFER, temporary));
     let mut buffer = vec![0u8; STREAM_BUFFER];
     loop {

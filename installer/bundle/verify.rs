@@ -945,16 +945,26 @@ pub fn sign(dir: &Path, key: &SecretKey) -> Result<keys::KeyId, SignError> {
 
 /// Writes `content` to a temporary file beside `path`, syncs it, and renames it over `path`.
 pub(crate) fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .prefix(".airlock-")
-        .tempfile_in(dir)?;
+    let mut file = temporary_file_beside(path, ".airlock-")?;
     io::Write::write_all(&mut file, content)?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|error| error.error)?;
     Ok(())
+}
+
+/// Creates a temporary file in the directory of `path`, readable by all (mode 0644 before the
+/// umask) because it becomes a file of a bundle or archive. It is deleted when dropped unless
+/// persisted.
+pub(crate) fn temporary_file_beside(
+    path: &Path,
+    prefix: &str,
+) -> io::Result<tempfile::NamedTempFile> {
+    let dir = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .permissions(fs::Permissions::from_mode(0o644))
+        .prefix(prefix)
+        .tempfile_in(dir)
 }

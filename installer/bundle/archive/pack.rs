@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -600,15 +599,8 @@ impl PartWriter {
             path: path.clone(),
             source,
         };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut file = tempfile::Builder::new()
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .prefix(".airlock-pack-")
-            .tempfile_in(dir)
-            .map_err(write_error)?;
+        let mut file =
+            verify::temporary_file_beside(&path, ".airlock-pack-").map_err(write_error)?;
         // A placeholder: the real header is written once the part count and digests are known.
         file.write_all(&vec![0u8; HEADER_FRAME_SIZE as usize])
             .map_err(write_error)?;
