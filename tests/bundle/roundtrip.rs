@@ -37,11 +37,31 @@ fn minisign_accepts_airlock_signature() {
         ],
         None,
     );
-    let stderr_and_out = stdout;
+    // minisign prints the trusted comment it verified.
+    assert!(stdout.contains("Trusted comment: timestamp:"), "{stdout}");
     assert!(
-        stderr_and_out.contains("bundle:lab\tversion:4"),
-        "{stderr_and_out}"
+        stdout.contains("file:bundle.yaml\tbundle:lab\tversion:4"),
+        "{stdout}"
     );
+
+    // A changed bundle.yaml fails minisign's check too.
+    let manifest = bundle.join("bundle.yaml");
+    let text = fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("version: 4", "version: 5");
+    fs::write(&manifest, text).unwrap();
+    let output = tool(
+        "minisign",
+        &[
+            "-V",
+            "-p",
+            public.to_str().unwrap(),
+            "-m",
+            manifest.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!output.status.success());
 }
 
 #[test]
@@ -341,4 +361,92 @@ fn multi_arch_image_resolves_to_platform() {
     let oci_index: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(bundle.join("index.json")).unwrap()).unwrap();
     assert_eq!(oci_index["manifests"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn minisign_signs_with_airlock_key() {
+    let workspace = Workspace::new();
+    let (public, secret) = workspace.key("signer");
+    let bundle = workspace.build("lab", 1, None);
+    let manifest = bundle.join("bundle.yaml");
+    tool_ok(
+        "minisign",
+        &[
+            "-S",
+            "-s",
+            secret.to_str().unwrap(),
+            "-m",
+            manifest.to_str().unwrap(),
+        ],
+        None,
+    );
+    let output = run_ok(&[
+        "bundle",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    assert!(output.contains("signed by trusted key"), "{output}");
+}
+
+#[test]
+fn encrypted_key_signs_with_password_from_environment() {
+    let workspace = Workspace::new();
+    let prefix = workspace.path("encrypted");
+    let spec = workspace.spec("lab", 1);
+    let bundle = workspace.path("lab-bundle");
+    let with_password = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(args)
+            .env("AIRLOCK_KEY_PASSWORD", "correct horse battery staple")
+            .output()
+            .unwrap()
+    };
+    let generated = with_password(&["key", "generate", "-o", prefix.to_str().unwrap()]);
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let key_text = fs::read_to_string(workspace.path("encrypted.key")).unwrap();
+    assert!(
+        key_text.starts_with("untrusted comment: airlock encrypted secret key"),
+        "{key_text}"
+    );
+
+    let secret = workspace.path("encrypted.key");
+    let built = with_password(&[
+        "bundle",
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "--sign",
+        secret.to_str().unwrap(),
+    ]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let public = workspace.path("encrypted.pub");
+    run_ok(&[
+        "bundle",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    tool_ok(
+        "minisign",
+        &[
+            "-V",
+            "-p",
+            public.to_str().unwrap(),
+            "-m",
+            bundle.join("bundle.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
 }
