@@ -58,7 +58,9 @@ pub struct TrustArgs {
     /// A trusted minisign public key file; repeat for several keys.
     #[arg(long = "key", value_name = "PUB")]
     pub keys: Vec<PathBuf>,
-    /// Accept a bundle without a signature; a warning is logged.
+    /// Accept a bundle without a signature, and a signed one when no --key is given without
+    /// checking its signature; a warning is logged. A signature by a key other than the --key
+    /// keys is still rejected.
     #[arg(long)]
     pub allow_unsigned: bool,
 }
@@ -92,7 +94,8 @@ pub struct PackArgs {
     /// The archive to write, conventionally FILE.tar.zst; parts are named FILE.tar.zst.part001...
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Split the archive into parts of at most this size (for example 4GiB, 700MiB).
+    /// Split the archive into parts of at most this size (for example 4GiB, 700MiB; at least
+    /// 128KiB).
     #[arg(long, value_name = "SIZE")]
     pub split_size: Option<String>,
     /// The zstd compression level.
@@ -422,7 +425,16 @@ pub fn verify_error(error: VerifyError) -> CliError {
     const DAMAGED: &str =
         "the bundle was changed or damaged after it was built; copy it again from the original";
     let (status, help): (Status, Option<String>) = match &error {
-        VerifyError::NotFound { .. } => (Status::Usage, None),
+        VerifyError::NotFound { path } => {
+            let first_part = archive::part_path(path, 1);
+            let help = first_part.exists().then(|| {
+                format!(
+                    "the archive is split; pass its first part, {}",
+                    first_part.display()
+                )
+            });
+            (Status::Usage, help)
+        }
         VerifyError::NoManifest { .. } => (
             Status::Usage,
             Some(

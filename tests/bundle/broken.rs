@@ -289,6 +289,29 @@ fn extra_part() {
 }
 
 #[test]
+fn split_archive_named_without_part() {
+    let workspace = Workspace::new();
+    let (bundle, public) = workspace.signed_bundle();
+    workspace.pack(&bundle, "lab.tar.zst", Some("256KiB"));
+    let archive = workspace.path("lab.tar.zst");
+    let error = run_fail(
+        &[
+            "bundle",
+            "verify",
+            archive.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+        USAGE,
+    );
+    assert!(error.contains("lab.tar.zst not found"), "{error}");
+    assert!(
+        error.contains("help: the archive is split; pass its first part"),
+        "{error}"
+    );
+}
+
+#[test]
 fn not_first_part() {
     let workspace = Workspace::new();
     let (bundle, public) = workspace.signed_bundle();

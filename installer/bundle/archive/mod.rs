@@ -31,7 +31,7 @@ mod stream;
 mod unpack;
 
 pub use pack::{PackError, PackOptions, PackSummary, pack, parse_size};
-pub use parts::{ArchiveSummary, PartError, PartHeader, PartSet};
+pub use parts::{ArchiveSummary, PartError, PartHeader, PartSet, part_path};
 pub(crate) use stream::{ArchiveStore, read_archive, read_head};
 pub use unpack::{UnpackError, unpack};
 
