@@ -298,6 +298,8 @@ impl Builder<'_> {
         artifact: &'s ArtifactSpec,
         stack: Option<&'s str>,
     ) -> Result<PlannedFile<'s>, BuildError> {
+        // TODO: download url and chart sources, check them against `digest`, and record new
+        // digests in a lock file beside the specification.
         let Source::File(relative) = &artifact.source else {
             return Err(BuildError::SourceNotSupported {
                 artifact: artifact.name.clone(),

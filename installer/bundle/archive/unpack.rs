@@ -70,6 +70,8 @@ pub fn unpack(
     fs::set_permissions(temporary.path(), fs::Permissions::from_mode(0o755))
         .map_err(temporary_error)?;
 
+    // NOTE: the files are not synced before the rename, so a crash right after it can leave
+    // short files in `output`; verify reports them as truncated or changed.
     let outcome = read_archive(&parts, policy, Some(temporary.path()), ui)?;
 
     let rename_error = |source| UnpackError::Rename {
