@@ -340,9 +340,11 @@ fn inspect_text(inspection: &BundleInspection) -> String {
         format_bytes(manifest.total_size()),
         manifest.blobs.len(),
     );
-    text.push_str("\nSTACK                VERSION\n");
-    for stack in &manifest.stacks {
-        text.push_str(&format!("{:<20} {}\n", stack.name, stack.version));
+    if !manifest.stacks.is_empty() {
+        text.push_str("\nSTACK                VERSION\n");
+        for stack in &manifest.stacks {
+            text.push_str(&format!("{:<20} {}\n", stack.name, stack.version));
+        }
     }
     text.push_str("\nARTIFACT                         KIND           PLATFORM     STACK          SIZE        DIGEST\n");
     for artifact in &manifest.artifacts {

@@ -171,7 +171,7 @@ pub fn pack(
         archive = %output.display(),
         parts = summary.files.len(),
         size = summary.archive.size,
-        digest = ?summary.archive.digest,
+        digest = %summary.archive.digest.map_or_else(|| "none (unsplit)".to_string(), |digest| digest.to_string()),
         "bundle packed"
     );
     Ok(summary)
