@@ -18,8 +18,8 @@ use super::manifest::{
 use super::oci::{
     self, Descriptor, DescriptorPlatform, ImageIndex, ImageManifest, MAX_MANIFEST_JSON,
 };
+use super::sign::{temporary_file_beside, write_atomically};
 use super::spec::{ArtifactSpec, BundleSpec, ImageSpec, OciLayoutSource, Source, SpecError};
-use super::verify::{temporary_file_beside, write_atomically};
 use super::{BLOBS_DIR, INDEX_FILE, MANIFEST_FILE, OCI_LAYOUT_FILE};
 use crate::digest::{Digest, HashingWriter, STREAM_BUFFER};
 use crate::ui::{Item, Ui};

@@ -21,7 +21,9 @@ mod layout;
 pub mod manifest;
 pub mod oci;
 mod oci_archive;
+mod sign;
 pub mod spec;
+mod verified;
 mod verify;
 
 pub use build::{BuildError, BuildSummary, build};
@@ -29,10 +31,9 @@ pub use keys::{KeyError, KeyId, PublicKey, SecretKey, SignatureError, Signer, Tr
 pub use layout::EntryProblem;
 pub use manifest::{Artifact, ArtifactKind, BundleManifest, HostSelector, InstallTarget, Platform};
 pub use oci_archive::{OciArchiveError, OciArchiveSummary};
-pub use verify::{
-    BlobReader, Bundle, BundleInspection, Image, ReadError, SignError, VerifiedBundle, VerifyError,
-    sign,
-};
+pub use sign::{SignError, sign};
+pub use verified::{BlobReader, Image, ReadError, VerifiedBundle};
+pub use verify::{Bundle, BundleInspection, VerifyError};
 
 /// The manifest's file name, the first entry of a packed bundle.
 pub const MANIFEST_FILE: &str = "bundle.yaml";

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use super::layout::tar_header;
 use super::manifest::{Blob, blob_path};
 use super::oci::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ImageIndex, OCI_LAYOUT_CONTENT};
-use super::verify::{Image, ReadError, VerifiedBundle};
+use super::verified::{Image, ReadError, VerifiedBundle};
 use super::{BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE};
 use crate::digest::{Digest, HashingWriter};
 

@@ -599,8 +599,8 @@ impl PartWriter {
             path: path.clone(),
             source,
         };
-        let mut file =
-            verify::temporary_file_beside(&path, ".airlock-pack-").map_err(write_error)?;
+        let mut file = crate::bundle::sign::temporary_file_beside(&path, ".airlock-pack-")
+            .map_err(write_error)?;
         // A placeholder: the real header is written once the part count and digests are known.
         file.write_all(&vec![0u8; HEADER_FRAME_SIZE as usize])
             .map_err(write_error)?;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use super::parts::PartSet;
 use super::stream::read_archive;
 use crate::bundle::keys::TrustPolicy;
-use crate::bundle::verify::{BlobStore, VerifiedBundle, VerifyError};
+use crate::bundle::verified::{BlobStore, VerifiedBundle};
+use crate::bundle::verify::VerifyError;
 use crate::ui::Ui;
 
 /// An archive that cannot be unpacked.
