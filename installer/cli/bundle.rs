@@ -3,9 +3,17 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
 
-use super::{CliError, CliResult};
-use crate::ui::Ui;
+use super::key::{key_error, load_secret_key};
+use super::{CliError, CliResult, Status};
+use crate::bundle::archive::{self, PackError, PackOptions, PartError, UnpackError};
+use crate::bundle::{
+    self, BuildError, Bundle, BundleInspection, PublicKey, SignError, SignatureError, TrustPolicy,
+    VerifiedBundle, VerifyError,
+};
+use crate::digest::Digest;
+use crate::ui::{Ui, format_bytes, format_duration};
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
@@ -27,7 +35,7 @@ pub enum BundleCommand {
 pub struct BuildArgs {
     /// The bundle specification (YAML); artifact paths in it are relative to its directory.
     pub spec: PathBuf,
-    /// The bundle directory to write; created if missing.
+    /// The bundle directory to write; it must be missing or empty.
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
     /// Sign the bundle with this minisign secret key once it is built.
@@ -44,28 +52,55 @@ pub struct SignArgs {
     pub secret_key: PathBuf,
 }
 
+/// The trust policy flags shared by every command that reads a bundle.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// A trusted minisign public key file; repeat for several keys.
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// Accept a bundle without a signature, and a signed one when no --key is given without
+    /// checking its signature; a warning is logged. A signature by a key other than the --key
+    /// keys is still rejected.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    fn policy(&self) -> Result<TrustPolicy, CliError> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|path| PublicKey::load(path))
+            .collect::<Result<Vec<_>, _>>();
+        Ok(TrustPolicy::new(
+            keys.map_err(key_error)?,
+            self.allow_unsigned,
+        ))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// A bundle directory, a .tar.zst, or the first part of a split bundle.
     pub bundle: PathBuf,
-    /// A trusted minisign public key file; repeat for several keys.
-    #[arg(long = "key", value_name = "PUB")]
-    pub keys: Vec<PathBuf>,
-    /// Accept a bundle without a signature; a warning is logged.
-    #[arg(long)]
-    pub allow_unsigned: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// The bundle directory.
     pub dir: PathBuf,
-    /// The archive to write, conventionally FILE.tar.zst.
+    /// The archive to write, conventionally FILE.tar.zst; parts are named FILE.tar.zst.part001...
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Split the archive into parts of at most this size (for example 4GiB, 700MiB).
+    /// Split the archive into parts of at most this size (for example 4GiB, 700MiB; at least
+    /// 128KiB).
     #[arg(long, value_name = "SIZE")]
     pub split_size: Option<String>,
+    /// The zstd compression level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +110,8 @@ pub struct UnpackArgs {
     /// The directory to unpack into; it must be empty or missing.
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -93,14 +130,374 @@ pub enum OutputFormat {
     Json,
 }
 
-pub async fn run(command: BundleCommand, _ui: &Ui) -> CliResult {
-    let name = match command {
-        BundleCommand::Build(_) => "bundle build",
-        BundleCommand::Sign(_) => "bundle sign",
-        BundleCommand::Verify(_) => "bundle verify",
-        BundleCommand::Pack(_) => "bundle pack",
-        BundleCommand::Unpack(_) => "bundle unpack",
-        BundleCommand::Inspect(_) => "bundle inspect",
+pub async fn run(command: BundleCommand, ui: &Ui) -> CliResult {
+    let ui = ui.clone();
+    // Hashing, compression and archive work block; they run on a blocking thread.
+    tokio::task::spawn_blocking(move || match command {
+        BundleCommand::Build(args) => build(args, &ui),
+        BundleCommand::Sign(args) => sign(args, &ui),
+        BundleCommand::Verify(args) => verify(args, &ui),
+        BundleCommand::Pack(args) => pack(args, &ui),
+        BundleCommand::Unpack(args) => unpack(args, &ui),
+        BundleCommand::Inspect(args) => inspect(args),
+    })
+    .await
+    .map_err(|error| CliError::internal(error).context("a bundle command panicked"))?
+}
+
+fn build(args: BuildArgs, ui: &Ui) -> CliResult {
+    // The key is loaded first, so a wrong password fails before minutes of copying.
+    let key = args.sign.as_deref().map(load_secret_key).transpose()?;
+    ui.header(&format!("Build bundle from {}", args.spec.display()));
+    let summary = bundle::build(&args.spec, &args.output, ui).map_err(build_error)?;
+    let manifest = &summary.manifest;
+    if let Some(key) = &key {
+        bundle::sign(&args.output, key).map_err(sign_error)?;
+    }
+    ui.println(&format!(
+        "built bundle {} version {} in {}: {} artifacts, {} blobs, {}\ndigest {}{}",
+        manifest.name,
+        manifest.version,
+        args.output.display(),
+        manifest.artifacts.len(),
+        manifest.blobs.len(),
+        format_bytes(manifest.total_size()),
+        summary.digest,
+        match &key {
+            Some(key) => format!(", signed by key {}", key.id()),
+            None => String::new(),
+        }
+    ));
+    let next = match key {
+        Some(_) => format!(
+            "airlock bundle pack {} -o {}.tar.zst",
+            args.output.display(),
+            manifest.name
+        ),
+        None => format!(
+            "airlock bundle sign {} --secret-key KEY",
+            args.output.display()
+        ),
     };
-    Err(CliError::not_implemented(name))
+    ui.println(&format!("next: {next}"));
+    Ok(Status::Success)
+}
+
+fn sign(args: SignArgs, ui: &Ui) -> CliResult {
+    if !args.bundle.is_dir() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{} is not a bundle directory",
+            args.bundle.display()
+        ))
+        .help("sign the bundle directory before packing it; unpack an archive to sign it"));
+    }
+    let key = load_secret_key(&args.secret_key)?;
+    let id = bundle::sign(&args.bundle, &key).map_err(sign_error)?;
+    ui.println(&format!(
+        "signed {} with key {id}",
+        args.bundle.join(bundle::SIGNATURE_FILE).display()
+    ));
+    Ok(Status::Success)
+}
+
+fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
+    let policy = args.trust.policy()?;
+    let opened = Bundle::open(&args.bundle).map_err(verify_error)?;
+    ui.header(&format!("Verify {}", args.bundle.display()));
+    let verified = opened.verify(&policy, ui).map_err(verify_error)?;
+    print_verified(&verified, ui);
+    Ok(Status::Success)
+}
+
+fn print_verified(verified: &VerifiedBundle, ui: &Ui) {
+    let manifest = verified.manifest();
+    ui.println(&format!(
+        "bundle {} version {} verified: {} files, {}, {}\ndigest {} (checked in {})",
+        manifest.name,
+        manifest.version,
+        manifest.blobs.len() + 2,
+        format_bytes(manifest.total_size()),
+        verified.signer(),
+        verified.digest(),
+        format_duration(ui.elapsed()),
+    ));
+}
+
+fn pack(args: PackArgs, ui: &Ui) -> CliResult {
+    let split_size = args
+        .split_size
+        .as_deref()
+        .map(archive::parse_size)
+        .transpose()
+        .map_err(|reason| CliError::usage(anyhow::anyhow!(reason)))?;
+    let options = PackOptions {
+        split_size,
+        level: args.level,
+        ..PackOptions::default()
+    };
+    ui.header(&format!("Pack {}", args.dir.display()));
+    let summary = archive::pack(&args.dir, &args.output, &options, ui).map_err(pack_error)?;
+    for file in &summary.files {
+        ui.println(&format!("wrote {}", file.display()));
+    }
+    ui.println(&format!(
+        "packed {} into {} ({:.1}% of the input) in {}",
+        format_bytes(summary.input_size),
+        format_bytes(summary.archive.size),
+        100.0 * summary.archive.size as f64 / summary.input_size.max(1) as f64,
+        format_duration(ui.elapsed()),
+    ));
+    if let Some(digest) = summary.archive.digest {
+        ui.println(&format!(
+            "archive digest {digest} (the parts' payloads joined)"
+        ));
+    }
+    ui.println(&format!(
+        "next: airlock bundle verify {} --key KEY.pub",
+        summary.files[0].display()
+    ));
+    Ok(Status::Success)
+}
+
+fn unpack(args: UnpackArgs, ui: &Ui) -> CliResult {
+    let policy = args.trust.policy()?;
+    ui.header(&format!(
+        "Unpack {} into {}",
+        args.file.display(),
+        args.output.display()
+    ));
+    let verified =
+        archive::unpack(&args.file, &args.output, &policy, ui).map_err(|error| match error {
+            UnpackError::Verify(error) => verify_error(error),
+            UnpackError::OutputExists { .. } => CliError::usage(error)
+                .help("unpack into a new directory, or remove the existing one first"),
+            other => CliError::failure(other),
+        })?;
+    print_verified(&verified, ui);
+    Ok(Status::Success)
+}
+
+fn inspect(args: InspectArgs) -> CliResult {
+    let opened = Bundle::open(&args.bundle).map_err(verify_error)?;
+    let inspection = opened.inspect().map_err(verify_error)?;
+    match args.output {
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&InspectReport::from(&inspection))
+                .map_err(CliError::internal)?;
+            println!("{json}");
+        }
+        OutputFormat::Text => print!("{}", inspect_text(&inspection)),
+    }
+    Ok(Status::Success)
+}
+
+/// The JSON form of `inspect`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InspectReport<'a> {
+    name: &'a str,
+    version: u64,
+    k0s_version: &'a str,
+    digest: Digest,
+    /// The key id in the signature file, not verified.
+    signature_key_id: Option<String>,
+    stacks: &'a [bundle::manifest::Stack],
+    artifacts: &'a [bundle::Artifact],
+    blob_count: usize,
+    total_size: u64,
+}
+
+impl<'a> From<&'a BundleInspection> for InspectReport<'a> {
+    fn from(inspection: &'a BundleInspection) -> Self {
+        let manifest = &inspection.manifest;
+        InspectReport {
+            name: &manifest.name,
+            version: manifest.version,
+            k0s_version: &manifest.k0s.version,
+            digest: inspection.digest,
+            signature_key_id: inspection.signature_key_id.map(|id| id.to_string()),
+            stacks: &manifest.stacks,
+            artifacts: &manifest.artifacts,
+            blob_count: manifest.blobs.len(),
+            total_size: manifest.total_size(),
+        }
+    }
+}
+
+fn inspect_text(inspection: &BundleInspection) -> String {
+    let manifest = &inspection.manifest;
+    let signature = match inspection.signature_key_id {
+        Some(id) => format!("key {id} (not verified; run `airlock bundle verify --key`)"),
+        None => "unsigned".to_string(),
+    };
+    let mut text = format!(
+        "bundle     {}\nversion    {}\nk0s        {}\ndigest     {}\nsignature  {}\nsize       {} in {} blobs\n",
+        manifest.name,
+        manifest.version,
+        manifest.k0s.version,
+        inspection.digest,
+        signature,
+        format_bytes(manifest.total_size()),
+        manifest.blobs.len(),
+    );
+    if !manifest.stacks.is_empty() {
+        text.push_str("\nSTACK                VERSION\n");
+        for stack in &manifest.stacks {
+            text.push_str(&format!("{:<20} {}\n", stack.name, stack.version));
+        }
+    }
+    text.push_str("\nARTIFACT                         KIND           PLATFORM     STACK          SIZE        DIGEST\n");
+    for artifact in &manifest.artifacts {
+        text.push_str(&format!(
+            "{:<32} {:<14} {:<12} {:<14} {:<11} {}\n",
+            artifact.name,
+            artifact.kind,
+            artifact
+                .platform
+                .as_ref()
+                .map_or("-".to_string(), ToString::to_string),
+            artifact.stack.as_deref().unwrap_or("-"),
+            format_bytes(artifact.size),
+            artifact.digest,
+        ));
+    }
+    text
+}
+
+fn build_error(error: BuildError) -> CliError {
+    let (status, help) = match &error {
+        BuildError::Spec(_) => (Status::Usage, Some("fix the specification and build again")),
+        BuildError::OutputNotEmpty { .. } => (
+            Status::Usage,
+            Some("build into a new directory, or remove the old one"),
+        ),
+        BuildError::SourceNotSupported { .. } => (
+            Status::Usage,
+            Some("download the artifact and name it with `source: { file: PATH }`"),
+        ),
+        BuildError::SourceUnreadable { .. } | BuildError::SourceNotFile { .. } => (
+            Status::Usage,
+            Some("paths in a specification are relative to the specification's directory"),
+        ),
+        BuildError::DigestMismatch { .. } => (
+            Status::Failure,
+            Some(
+                "the source is not the pinned artifact; replace it, or update the pinned digest if the change is intended",
+            ),
+        ),
+        BuildError::ImageNotFound { .. } | BuildError::PlatformNotFound { .. } => (
+            Status::Usage,
+            Some("check the image's `ref` and `platform` against the layout's index.json"),
+        ),
+        BuildError::NoInstallPath { .. } => (Status::Usage, None),
+        BuildError::InvalidBundle { .. } => {
+            (Status::Usage, Some("fix the specification and build again"))
+        }
+        _ => (Status::Failure, None),
+    };
+    let error = CliError::failure(error).status(status);
+    match help {
+        Some(help) => error.help(help),
+        None => error,
+    }
+}
+
+fn sign_error(error: SignError) -> CliError {
+    match error {
+        SignError::Read(error) => verify_error(error),
+        other => CliError::failure(other),
+    }
+}
+
+fn pack_error(error: PackError) -> CliError {
+    match error {
+        PackError::Bundle { source, dir } => {
+            verify_error(source).context(format!("cannot pack {}", dir.display()))
+        }
+        PackError::SplitTooSmall { .. } | PackError::TooManyParts { .. } => {
+            CliError::usage(error).help("choose a larger --split-size")
+        }
+        other => CliError::failure(other),
+    }
+}
+
+/// Maps a verification error to the CLI: the message names the file and digests, and the help
+/// line tells the user what to do.
+pub fn verify_error(error: VerifyError) -> CliError {
+    const DAMAGED: &str =
+        "the bundle was changed or damaged after it was built; copy it again from the original";
+    let (status, help): (Status, Option<String>) = match &error {
+        VerifyError::NotFound { path } => {
+            let first_part = archive::part_path(path, 1);
+            let help = first_part.exists().then(|| {
+                format!(
+                    "the archive is split; pass its first part, {}",
+                    first_part.display()
+                )
+            });
+            (Status::Usage, help)
+        }
+        VerifyError::NoManifest { .. } => (
+            Status::Usage,
+            Some(
+                "pass a bundle directory, a .tar.zst, or the first part of a split archive".into(),
+            ),
+        ),
+        VerifyError::Signature { source, .. } => (Status::Failure, Some(signature_help(source))),
+        VerifyError::Part(part) => (Status::Failure, Some(part_help(part).into())),
+        VerifyError::Unlisted { .. } => (
+            Status::Failure,
+            Some("remove the file, or rebuild the bundle if it belongs in it".into()),
+        ),
+        VerifyError::BadEntry { .. }
+        | VerifyError::OversizedEntry { .. }
+        | VerifyError::ManifestNotFirst { .. } => (
+            Status::Failure,
+            Some("do not extract this archive; it was not written by `airlock bundle pack`".into()),
+        ),
+        _ => (Status::Failure, Some(DAMAGED.into())),
+    };
+    let error = CliError::failure(error).status(status);
+    match help {
+        Some(help) => error.help(help),
+        None => error,
+    }
+}
+
+fn signature_help(error: &SignatureError) -> String {
+    match error {
+        SignatureError::Unsigned => {
+            "sign it with `airlock bundle sign`, or pass --allow-unsigned to accept it anyway"
+                .into()
+        }
+        SignatureError::NoTrustedKey { key_id } => {
+            format!("pass the public key with id {key_id} with --key")
+        }
+        SignatureError::UntrustedKey { key_id, .. } => {
+            format!("if you trust key {key_id}, pass its public key with --key")
+        }
+        SignatureError::Malformed { .. }
+        | SignatureError::Invalid { .. }
+        | SignatureError::CommentMismatch { .. } => {
+            "do not use this bundle: its signature does not match; get it again from its builder"
+                .into()
+        }
+    }
+}
+
+fn part_help(error: &PartError) -> &'static str {
+    match error {
+        PartError::MissingPart { .. } => "copy every part of the archive into the same directory",
+        PartError::Truncated { .. } => {
+            "the part was cut short, for example by a full disk; copy it again"
+        }
+        PartError::Foreign { .. } | PartError::ExtraPart { .. } => {
+            "remove parts of other archives from the directory and copy this archive's parts again"
+        }
+        PartError::Reordered { .. } => {
+            "the parts were renamed; restore their names from the archive"
+        }
+        PartError::NotFirstPart { .. } => "pass the first part; airlock finds the others beside it",
+        _ => "copy the archive again from the original",
+    }
 }
