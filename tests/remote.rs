@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use airlock::digest::Digest;
 use airlock::remote::{
     ConnectError, ConnectOptions, Host, HostError, HostKeyPolicy, HostLock, KnownHosts, LockError,
-    LockOwner, Session, SshTarget, Upload,
+    LockOwner, Placement, Session, SshTarget, Upload,
 };
 use airlock::ui::Ui;
 use common::{Lab, LabHost};
@@ -239,7 +239,13 @@ async fn upload_verifies_then_skips() {
         let path = "/var/lib/k0s/images/test.tar";
         let item = ui.item(name, Some(data.len() as u64));
         let first = host
-            .upload(&data[..], data.len() as u64, digest, path, "0644", &item)
+            .upload(
+                &data[..],
+                data.len() as u64,
+                digest,
+                Placement::new(path, "0644"),
+                &item,
+            )
             .await
             .unwrap();
         assert_eq!(first, Upload::Copied, "{name}");
@@ -252,7 +258,13 @@ async fn upload_verifies_then_skips() {
             "644"
         );
         let second = host
-            .upload(&data[..], data.len() as u64, digest, path, "0644", &item)
+            .upload(
+                &data[..],
+                data.len() as u64,
+                digest,
+                Placement::new(path, "0644"),
+                &item,
+            )
             .await
             .unwrap();
         assert_eq!(second, Upload::Skipped, "{name}");
@@ -265,6 +277,38 @@ async fn upload_verifies_then_skips() {
     }
     // The other host, and the machine, never see the file: each host has its own /var/lib.
     assert!(!Path::new("/var/lib/k0s/images/test.tar").exists());
+}
+
+#[tokio::test]
+async fn staged_upload_never_appears_half_written() {
+    let Some(lab) = Lab::start("staged_upload_never_appears_half_written", 1) else {
+        return;
+    };
+    let host = connect(&lab, "lab-1").await;
+    let data = vec![3u8; 1 << 20];
+    let item = Ui::hidden().item("lab-1", None);
+    let placement = Placement::new("/var/lib/k0s/images/a.tar", "0644")
+        .staged_in("/var/lib/k0s/airlock/staging");
+    host.upload(
+        &data[..],
+        data.len() as u64,
+        Digest::of_bytes(&data),
+        placement,
+        &item,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        host.run("ls -A /var/lib/k0s/images").await.unwrap().trim(),
+        "a.tar"
+    );
+    assert_eq!(
+        host.run("ls -A /var/lib/k0s/airlock/staging")
+            .await
+            .unwrap()
+            .trim(),
+        ""
+    );
 }
 
 #[tokio::test]
@@ -281,8 +325,7 @@ async fn upload_with_wrong_digest_leaves_nothing() {
             &data[..],
             data.len() as u64,
             claimed,
-            "/var/lib/k0s/x.bin",
-            "0644",
+            Placement::new("/var/lib/k0s/x.bin", "0644"),
             &item,
         )
         .await
@@ -308,8 +351,7 @@ async fn full_disk_is_reported_before_upload() {
             &data[..],
             data.len() as u64,
             Digest::of_bytes(&data),
-            "/var/lib/k0s/big.bin",
-            "0644",
+            Placement::new("/var/lib/k0s/big.bin", "0644"),
             &item,
         )
         .await
@@ -346,8 +388,7 @@ async fn disk_filling_up_mid_write_is_reported() {
             &data[..],
             1 << 20,
             Digest::of_bytes(&data),
-            "/var/lib/k0s/mid.bin",
-            "0644",
+            Placement::new("/var/lib/k0s/mid.bin", "0644"),
             &item,
         )
         .await

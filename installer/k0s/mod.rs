@@ -1,5 +1,6 @@
 //! What airlock knows about k0s itself: versions, `k0s status`, join tokens.
 
+pub mod config;
 pub mod status;
 pub mod token;
 pub mod version;

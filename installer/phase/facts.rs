@@ -103,10 +103,19 @@ pub struct FactsError(String);
 pub fn parse(output: &str) -> Result<Facts, FactsError> {
     let mut values: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for line in output.lines().filter(|line| !line.trim().is_empty()) {
-        let (key, value) = line.split_once('=').ok_or_else(|| FactsError(line.to_string()))?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| FactsError(line.to_string()))?;
         values.entry(key).or_default().push(value.trim());
     }
-    let one = |key: &str| values.get(key).and_then(|v| v.first()).copied().unwrap_or_default().to_string();
+    let one = |key: &str| {
+        values
+            .get(key)
+            .and_then(|v| v.first())
+            .copied()
+            .unwrap_or_default()
+            .to_string()
+    };
     let number = |key: &str| one(key).parse::<u64>().unwrap_or(0);
 
     let gpus = values
@@ -114,9 +123,18 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
         .into_iter()
         .flatten()
         .filter_map(|line| parse_lspci(line))
-        .chain(values.get("gpu.sysfs").into_iter().flatten().filter_map(|line| parse_sysfs(line)))
+        .chain(
+            values
+                .get("gpu.sysfs")
+                .into_iter()
+                .flatten()
+                .filter_map(|line| parse_sysfs(line)),
+        )
         .collect();
-    let k0s_status = values.get("k0s.status").and_then(|v| v.first()).and_then(|json| K0sStatus::parse(json).ok());
+    let k0s_status = values
+        .get("k0s.status")
+        .and_then(|v| v.first())
+        .and_then(|json| K0sStatus::parse(json).ok());
 
     Ok(Facts {
         hostname: one("hostname").to_lowercase(),
@@ -161,17 +179,27 @@ fn parse_lspci(line: &str) -> Option<Gpu> {
     let class = fields.get(1)?;
     let vendor = fields.get(3)?;
     let device = fields.get(5)?;
-    if !vendor.eq_ignore_ascii_case("10de") || !(class.starts_with("0300") || class.starts_with("0302")) {
+    if !vendor.eq_ignore_ascii_case("10de")
+        || !(class.starts_with("0300") || class.starts_with("0302"))
+    {
         return None;
     }
-    Some(Gpu { address, device_id: device.to_uppercase(), name: format!("NVIDIA device {}", device.to_uppercase()) })
+    Some(Gpu {
+        address,
+        device_id: device.to_uppercase(),
+        name: format!("NVIDIA device {}", device.to_uppercase()),
+    })
 }
 
 /// Reads one sysfs line: `0000:3b:00.0 0x2331`.
 fn parse_sysfs(line: &str) -> Option<Gpu> {
     let (address, device) = line.split_once(' ')?;
     let device = device.trim().trim_start_matches("0x").to_uppercase();
-    Some(Gpu { address: address.to_string(), device_id: device.clone(), name: format!("NVIDIA device {device}") })
+    Some(Gpu {
+        address: address.to_string(),
+        device_id: device.clone(),
+        name: format!("NVIDIA device {device}"),
+    })
 }
 
 #[cfg(test)]
@@ -216,7 +244,14 @@ k0s.status={"Version":"v1.35.3+k0s.0","Pid":12,"Role":"worker"}
     #[test]
     fn only_gpu_functions_count() {
         let facts = parse(OUTPUT).unwrap();
-        assert_eq!(facts.gpus, [Gpu { address: "0000:3b:00.0".into(), device_id: "2331".into(), name: "NVIDIA device 2331".into() }]);
+        assert_eq!(
+            facts.gpus,
+            [Gpu {
+                address: "0000:3b:00.0".into(),
+                device_id: "2331".into(),
+                name: "NVIDIA device 2331".into()
+            }]
+        );
     }
 
     #[test]

@@ -72,6 +72,33 @@ pub enum Upload {
     Copied,
 }
 
+/// Where an uploaded file goes on a host.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement<'a> {
+    pub path: &'a str,
+    /// The mode in octal, as `chmod` takes it.
+    pub mode: &'a str,
+    /// Where the bytes wait until their digest is checked. `None` uses the destination's own
+    /// directory; a directory that another program watches (k0s imports every file in
+    /// `<data-dir>/images`) needs a staging directory on the same file system instead.
+    pub staging_dir: Option<&'a str>,
+}
+
+impl<'a> Placement<'a> {
+    pub fn new(path: &'a str, mode: &'a str) -> Placement<'a> {
+        Placement {
+            path,
+            mode,
+            staging_dir: None,
+        }
+    }
+
+    pub fn staged_in(mut self, dir: &'a str) -> Placement<'a> {
+        self.staging_dir = Some(dir);
+        self
+    }
+}
+
 /// The largest file [`Host::read_file`] returns; blueprints and configuration files are far
 /// smaller.
 const READ_LIMIT: u64 = 16 << 20;
@@ -247,8 +274,14 @@ impl Host {
         mode: &str,
     ) -> Result<(), HostError> {
         let digest = Digest::of_bytes(contents);
-        self.write_verified(path, contents, contents.len() as u64, digest, mode, None)
-            .await
+        self.write_verified(
+            Placement::new(path, mode),
+            contents,
+            contents.len() as u64,
+            digest,
+            None,
+        )
+        .await
     }
 
     /// Uploads `size` bytes from `source` to `path` unless the host already has them. The bytes
@@ -259,16 +292,18 @@ impl Host {
         source: R,
         size: u64,
         expected: Digest,
-        path: &str,
-        mode: &str,
+        placement: Placement<'_>,
         item: &Item,
     ) -> Result<Upload, HostError> {
+        let path = placement.path;
         item.set_state("checking");
         if self.sha256(path).await? == Some(expected) {
             tracing::debug!(host = %self.label(), path, "already present with the expected digest");
             return Ok(Upload::Skipped);
         }
-        let dir = parent_dir(path);
+        let dir = placement
+            .staging_dir
+            .map_or_else(|| parent_dir(path), str::to_string);
         let available = self.free_space(&dir).await?;
         // Keep a margin so that the upload does not leave the file system completely full.
         let needed = size + size / 50 + (1 << 20);
@@ -282,25 +317,34 @@ impl Host {
             });
         }
         item.set_state("uploading");
-        self.write_verified(path, source, size, expected, mode, Some(item))
+        self.write_verified(placement, source, size, expected, Some(item))
             .await?;
         Ok(Upload::Copied)
     }
 
-    async fn write_verified<R: AsyncRead + Unpin + Send>(
+    /// Writes the bytes of `source` to a temporary name, checks their digest on the host, and
+    /// renames them into place; without the free-space and already-present checks of
+    /// [`Host::upload`].
+    pub async fn write_verified<R: AsyncRead + Unpin + Send>(
         &self,
-        path: &str,
+        placement: Placement<'_>,
         source: R,
         size: u64,
         expected: Digest,
-        mode: &str,
         item: Option<&Item>,
     ) -> Result<(), HostError> {
-        let temporary = format!("{path}.airlock-{}", std::process::id());
+        let Placement {
+            path,
+            mode,
+            staging_dir,
+        } = placement;
+        let staging = staging_dir.map_or_else(|| parent_dir(path), str::to_string);
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let temporary = format!("{staging}/.{name}.airlock-{}", std::process::id());
         let (quoted_path, quoted_temporary) = (quote(path), quote(&temporary));
-        let dir = quote(&parent_dir(path));
+        let dirs = format!("{} {}", quote(&parent_dir(path)), quote(&staging));
         let receive = format!(
-            "mkdir -p {dir} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
+            "mkdir -p {dirs} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
         );
         let counted = CountingReader::new(source, item);
         let output = self

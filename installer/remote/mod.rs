@@ -8,8 +8,9 @@ mod host;
 mod known_hosts;
 mod lock;
 mod session;
+pub mod stream;
 
-pub use host::{Host, HostError, Upload};
+pub use host::{Host, HostError, Placement, Upload};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
 pub use lock::{HostLock, LockError, LockOwner};
 pub use session::{
