@@ -1,11 +1,17 @@
 //! `airlock apply`: bootstrap or complete a cluster from a verified bundle.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, CliResult};
-use crate::ui::Ui;
+use super::config::load_error;
+use super::{CliError, CliResult, Status};
+use crate::bundle::{Bundle, PublicKey, TrustPolicy};
+use crate::config::Cluster;
+use crate::phase::{self, PhaseError, Run, RunSettings};
+use crate::remote::ConnectOptions;
+use crate::ui::{Ui, format_duration};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -26,6 +32,26 @@ pub struct ApplyArgs {
     /// The maximum number of hosts worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Accept a bundle without a signature; a warning is logged and recorded.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// A trusted minisign public key file, in addition to spec.airlock.bundle.trustedKeys;
+    /// repeat for several keys.
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// How long to wait for an API server, a node or a stack to become ready (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// The directory that receives the blueprint.
+    #[arg(long, value_name = "DIR", default_value = "airlock-out")]
+    pub out: PathBuf,
+}
+
+/// How airlock reaches the hosts; shared by every command that connects.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
     /// The known_hosts file that host keys are checked against (default: ~/.ssh/known_hosts).
     #[arg(long, value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,
@@ -33,14 +59,131 @@ pub struct ApplyArgs {
     /// key is always rejected.
     #[arg(long)]
     pub accept_new_host_keys: bool,
-    /// Accept a bundle without a signature; a warning is logged and recorded.
-    #[arg(long)]
-    pub allow_unsigned: bool,
-    /// The directory that receives the blueprint.
-    #[arg(long, value_name = "DIR", default_value = "airlock-out")]
-    pub out: PathBuf,
+    /// The limit for connecting to one host, per attempt (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
 }
 
-pub async fn run(_args: ApplyArgs, _ui: &Ui) -> CliResult {
-    Err(CliError::not_implemented("apply"))
+impl ConnectionArgs {
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.known_hosts.clone().unwrap_or_else(|| {
+            std::env::home_dir()
+                .unwrap_or_else(|| PathBuf::from("/root"))
+                .join(".ssh/known_hosts")
+        })
+    }
+
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            timeout: self.connect_timeout,
+            ..ConnectOptions::default()
+        }
+    }
+}
+
+pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
+    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let trust = trust_policy(&cluster, &args.keys, args.allow_unsigned)?;
+    let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
+    let settings = RunSettings {
+        dry_run: args.dry_run,
+        concurrency: usize::from(args.concurrency),
+        known_hosts: args.connection.known_hosts_path(),
+        accept_new_host_keys: args.connection.accept_new_host_keys,
+        out_dir: args.out.clone(),
+        connect: args.connection.connect_options(),
+        ready_timeout: args.ready_timeout,
+    };
+    let description = node_summary(&cluster);
+    let mut run = Run::new(cluster, bundle, trust, settings, ui.clone(), "apply");
+    let mut phases = phase::apply();
+    phase::run_phases(&mut phases, &mut run, ui, args.dry_run)
+        .await
+        .map_err(phase_error)?;
+
+    let elapsed = format_duration(ui.elapsed());
+    if args.dry_run {
+        ui.println(&format!(
+            "==> Dry run finished in {elapsed}; nothing was changed"
+        ));
+    } else {
+        ui.println(&format!(
+            "==> Finished in {elapsed}: k0s {} runs on {description}",
+            run.bundle().manifest().k0s.version
+        ));
+        let configs: Vec<String> = args
+            .configs
+            .iter()
+            .map(|c| format!("-c {}", c.display()))
+            .collect();
+        ui.println(&format!(
+            "next: airlock kubeconfig {} > kubeconfig",
+            configs.join(" ")
+        ));
+    }
+    Ok(Status::Success)
+}
+
+/// Describes the hosts of a cluster: `3 nodes (1 controller, 2 workers)`.
+fn node_summary(cluster: &Cluster) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for host in &cluster.hosts {
+        let role = host.role.as_str();
+        match counts.iter_mut().find(|(name, _)| *name == role) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((role, 1)),
+        }
+    }
+    let roles: Vec<String> = counts
+        .into_iter()
+        .map(|(role, count)| {
+            if count == 1 {
+                format!("1 {role}")
+            } else {
+                format!("{count} {role}s")
+            }
+        })
+        .collect();
+    let hosts = cluster.hosts.len();
+    format!(
+        "{hosts} host{} ({})",
+        if hosts == 1 { "" } else { "s" },
+        roles.join(", ")
+    )
+}
+
+/// Builds the trust policy from the cluster file's pinned keys and `--key` files.
+pub fn trust_policy(
+    cluster: &Cluster,
+    key_files: &[PathBuf],
+    allow_unsigned: bool,
+) -> Result<TrustPolicy, CliError> {
+    let mut keys = Vec::new();
+    for trusted in &cluster.airlock.bundle.trusted_keys {
+        let source = trusted.path.as_ref().map_or_else(
+            || "spec.airlock.bundle.trustedKeys".to_string(),
+            |path| path.display().to_string(),
+        );
+        let key = PublicKey::parse(&trusted.key, &source)
+            .map_err(|reason| CliError::usage(anyhow::anyhow!(reason)))?;
+        keys.push(key);
+    }
+    for path in key_files {
+        keys.push(PublicKey::load(path).map_err(CliError::usage)?);
+    }
+    let allow_unsigned = allow_unsigned || cluster.airlock.bundle.allow_unsigned;
+    if allow_unsigned {
+        tracing::warn!("unsigned bundles are allowed for this run");
+    }
+    Ok(TrustPolicy::new(keys, allow_unsigned))
+}
+
+/// Reports a failed phase: which phase, every host's error, and what to do.
+pub fn phase_error(error: PhaseError) -> CliError {
+    let PhaseError { phase, error, help } = error;
+    let error = CliError::failure(error).context(format!("phase \"{phase}\" failed"));
+    match help {
+        Some(help) => error.help(help),
+        None => error,
+    }
 }

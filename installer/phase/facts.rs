@@ -28,6 +28,8 @@ pub struct Facts {
     pub data_dir_free_bytes: u64,
     /// The host's clock, in seconds since the epoch, when the script ran.
     pub clock: i64,
+    /// The host's clock minus this machine's, in seconds; set by the phase that gathers facts.
+    pub clock_skew_seconds: i64,
     pub cgroup_version: u8,
     pub kvm: bool,
     pub iommu_groups: u32,
@@ -147,6 +149,7 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
         memory_bytes: number("memory.kib") * 1024,
         data_dir_free_bytes: number("disk.free.kib") * 1024,
         clock: one("clock").parse().unwrap_or(0),
+        clock_skew_seconds: 0,
         cgroup_version: if one("cgroup") == "cgroup2fs" { 2 } else { 1 },
         kvm: one("kvm") == "yes",
         iommu_groups: number("iommu.groups") as u32,

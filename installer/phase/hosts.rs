@@ -19,6 +19,14 @@ impl HostFailure {
             error: error.into(),
         }
     }
+
+    /// Turns one host's failure into an error that names the host.
+    pub fn into_error(self) -> HostFailures {
+        HostFailures {
+            failures: vec![self],
+            total: 1,
+        }
+    }
 }
 
 /// Every host that failed in one step, one line each.

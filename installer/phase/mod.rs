@@ -5,18 +5,51 @@
 //! form), and when a phase fails, runs the clean-up of every phase that already ran, in reverse
 //! order, before returning the error with the failed phase's title.
 
+mod configure_k0s;
+mod connect;
+pub mod context;
 mod facts;
+mod gather_facts;
 mod hosts;
+mod install;
+mod k0s_ops;
+mod lock;
+mod manifests;
+pub mod plan;
+mod preflight;
+mod upload;
+mod verify_bundle;
+mod write_blueprint;
 
 use std::fmt;
 use std::time::Instant;
 
 use async_trait::async_trait;
 
+pub use context::{Node, Run, RunSettings};
 pub use facts::{Facts, Gpu};
 pub use hosts::{HostFailure, HostFailures, for_each_host};
 
 use crate::ui::{Ui, format_duration};
+
+/// The phases of `airlock apply`, in order: the table of contents of an install.
+pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
+    vec![
+        Box::new(verify_bundle::VerifyBundle),
+        Box::new(connect::Connect),
+        Box::new(lock::Lock),
+        Box::new(gather_facts::GatherFacts),
+        Box::new(preflight::Preflight),
+        Box::new(upload::Upload),
+        Box::new(configure_k0s::ConfigureK0s),
+        Box::new(install::InitializeCluster),
+        Box::new(install::JoinControllers),
+        Box::new(install::JoinWorkers),
+        Box::new(manifests::ApplyManifests),
+        Box::new(write_blueprint::WriteBlueprint),
+        Box::new(lock::ReleaseLocks),
+    ]
+}
 
 /// One step of a command.
 #[async_trait]

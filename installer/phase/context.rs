@@ -1,0 +1,207 @@
+//! What one run of `apply` knows and carries from phase to phase.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::facts::Facts;
+use super::plan::PlannedFile;
+use crate::bundle::{Bundle, TrustPolicy, VerifiedBundle};
+use crate::config::{Cluster, Host as HostSpec};
+use crate::digest::Digest;
+use crate::remote::{ConnectOptions, Host, HostLock, LockOwner};
+use crate::ui::Ui;
+
+/// The settings of a run that come from the command line.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub dry_run: bool,
+    /// The maximum number of hosts worked on at once.
+    pub concurrency: usize,
+    pub known_hosts: PathBuf,
+    pub accept_new_host_keys: bool,
+    /// Where the blueprint goes.
+    pub out_dir: PathBuf,
+    pub connect: ConnectOptions,
+    /// How long to wait for the API server, a node or a stack to become ready.
+    pub ready_timeout: Duration,
+}
+
+/// One host of the cluster file and what this run learned and did there.
+pub struct Node {
+    pub spec: HostSpec,
+    pub connection: Option<Arc<Host>>,
+    pub lock: Option<HostLock>,
+    pub facts: Facts,
+    /// The files this host needs, with whether it holds them already; decided in preflight.
+    pub uploads: Vec<PlannedFile>,
+    /// Files this host holds from the bundle or from airlock, by path, with their digests.
+    pub placed: BTreeMap<String, Digest>,
+    /// Whether this run installed k0s here; a host that never became ready is reset on failure.
+    pub installed_by_this_run: bool,
+    /// Whether k0s here reached readiness in this run (the API server, or the node Ready).
+    pub became_ready: bool,
+}
+
+impl Node {
+    /// The host as messages name it: `address` or `address:port`.
+    pub fn label(&self) -> String {
+        self.spec.to_string()
+    }
+
+    /// The connection; phases after "Connect to hosts" may rely on it.
+    pub fn host(&self) -> Arc<Host> {
+        self.connection
+            .clone()
+            .expect("phases after connecting run only on connected hosts")
+    }
+
+    /// The Kubernetes node name: the hostname override, else the host's own hostname.
+    pub fn node_name(&self) -> String {
+        self.spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.facts.hostname.clone())
+    }
+
+    /// Whether k0s runs on the host now.
+    pub fn k0s_running(&self) -> bool {
+        self.facts.k0s_status.is_some()
+    }
+
+    /// The k0s binary and data directory of this host.
+    pub fn k0s_paths(&self) -> super::k0s_ops::K0sPaths<'_> {
+        super::k0s_ops::K0sPaths {
+            binary: &self.spec.k0s_install_path,
+            data_dir: &self.spec.data_dir,
+        }
+    }
+
+    /// Whether a k0s service is installed but does not run: a join that stopped part-way.
+    pub fn half_installed(&self) -> bool {
+        self.facts.k0s_service.is_some() && !self.k0s_running()
+    }
+}
+
+/// Everything a run carries between phases.
+pub struct Run {
+    pub cluster: Cluster,
+    pub bundle_source: Bundle,
+    pub trust: TrustPolicy,
+    bundle: Option<VerifiedBundle>,
+    pub nodes: Vec<Node>,
+    pub settings: RunSettings,
+    pub ui: Ui,
+    pub owner: LockOwner,
+    /// The index in `nodes` of the controller that initialises the cluster and creates tokens.
+    pub leader: usize,
+    /// Events of this run for the blueprint, in order.
+    pub record: Vec<RecordedAction>,
+}
+
+/// One action taken on a host.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordedAction {
+    pub phase: &'static str,
+    pub host: String,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+impl Run {
+    pub fn new(
+        cluster: Cluster,
+        bundle_source: Bundle,
+        trust: TrustPolicy,
+        settings: RunSettings,
+        ui: Ui,
+        purpose: &str,
+    ) -> Run {
+        let leader = cluster
+            .leader()
+            .map(|leader| leader.index)
+            .and_then(|index| cluster.hosts.iter().position(|host| host.index == index))
+            .unwrap_or(0);
+        let nodes = cluster
+            .hosts
+            .iter()
+            .map(|spec| Node {
+                spec: spec.clone(),
+                connection: None,
+                lock: None,
+                facts: Facts::default(),
+                uploads: Vec::new(),
+                placed: BTreeMap::new(),
+                installed_by_this_run: false,
+                became_ready: false,
+            })
+            .collect();
+        Run {
+            cluster,
+            bundle_source,
+            trust,
+            bundle: None,
+            nodes,
+            settings,
+            ui,
+            owner: LockOwner::this_process(purpose),
+            leader,
+            record: Vec::new(),
+        }
+    }
+
+    /// The verified bundle; phases after "Verify the bundle" may rely on it.
+    pub fn bundle(&self) -> &VerifiedBundle {
+        self.bundle
+            .as_ref()
+            .expect("phases after verification run only with a verified bundle")
+    }
+
+    pub fn set_bundle(&mut self, bundle: VerifiedBundle) {
+        self.bundle = Some(bundle);
+    }
+
+    pub fn leader(&self) -> &Node {
+        &self.nodes[self.leader]
+    }
+
+    /// Indexes of the controllers other than the leader, in file order.
+    pub fn other_controllers(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&index| index != self.leader && self.nodes[index].spec.role.is_controller())
+            .collect()
+    }
+
+    /// Indexes of the plain workers, in file order.
+    pub fn workers(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&index| !self.nodes[index].spec.role.is_controller())
+            .collect()
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    /// Records an action for the blueprint and logs it.
+    pub fn record(
+        &mut self,
+        phase: &'static str,
+        host: &str,
+        action: impl Into<String>,
+        digest: Option<Digest>,
+    ) {
+        let action = action.into();
+        tracing::debug!(phase, host, %action, "done");
+        self.record.push(RecordedAction {
+            phase,
+            host: host.to_string(),
+            action,
+            digest,
+        });
+    }
+}

@@ -1,0 +1,401 @@
+//! Phases "Initialize the cluster", "Join controllers" and "Join workers": install k0s as a
+//! service on each host, start it, and wait until it is ready.
+//!
+//! The first controller initialises the cluster. Every other host joins with a join token of its
+//! own, created on the first controller, written to the host through standard input, and
+//! invalidated once the host is ready. Hosts that already run k0s are left alone; a host whose
+//! service is installed but not running (a join that stopped part-way) is reinstalled with
+//! `--force`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::context::Run;
+use super::k0s_ops::{self, K0sPaths};
+use super::{HostFailure, Phase, PhaseError, for_each_host};
+use crate::config::{Cluster, Host as HostSpec, InstallOptions};
+use crate::remote::Host;
+use crate::shell::quote;
+
+/// How long a controller join token lives; k0sctl uses the same.
+const CONTROLLER_TOKEN_EXPIRY: &str = "30m";
+/// How long a worker join token lives; k0sctl uses the same.
+const WORKER_TOKEN_EXPIRY: &str = "10m";
+
+pub struct InitializeCluster;
+
+#[async_trait]
+impl Phase<Run> for InitializeCluster {
+    fn title(&self) -> &'static str {
+        "Initialize the cluster"
+    }
+
+    fn should_run(&self, run: &Run) -> bool {
+        !run.leader().k0s_running()
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let index = run.leader;
+        let node = &run.nodes[index];
+        let (host, label, name) = (node.host(), node.label(), node.node_name());
+        let options = InstallOptions {
+            leader: true,
+            force: node.half_installed(),
+        };
+        let spec = node.spec.clone();
+        run.nodes[index].installed_by_this_run = true;
+
+        let timeout = run.settings.ready_timeout;
+        let installed = install_and_start(&run.cluster, &spec, &host, options, timeout).await;
+        installed.map_err(|e| PhaseError::new(HostFailure::new(label.clone(), e).into_error()))?;
+        if spec.role.runs_workloads() {
+            let paths = run.nodes[index].k0s_paths();
+            k0s_ops::wait_node_ready(&host, paths, &name, timeout)
+                .await
+                .map_err(|e| PhaseError::new(HostFailure::new(label.clone(), e).into_error()))?;
+        }
+        run.nodes[index].became_ready = true;
+        run.ui
+            .println(&format!("{label}: k0s controller initialised the cluster"));
+        run.record(
+            self.title(),
+            &label,
+            "install and start the first controller",
+            None,
+        );
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let node = run.leader();
+        let options = InstallOptions {
+            leader: true,
+            force: node.half_installed(),
+        };
+        let command = run.cluster.install_command(&node.spec, options)?;
+        run.ui.println(&format!(
+            "{}: would run `{command}`, start k0s and wait for the API server",
+            node.label()
+        ));
+        Ok(())
+    }
+
+    async fn clean_up(&mut self, run: &mut Run) {
+        reset_unready(run, |run, index| index == run.leader).await;
+    }
+}
+
+pub struct JoinControllers;
+
+#[async_trait]
+impl Phase<Run> for JoinControllers {
+    fn title(&self) -> &'static str {
+        "Join controllers"
+    }
+
+    fn should_run(&self, run: &Run) -> bool {
+        run.other_controllers()
+            .iter()
+            .any(|&index| !run.nodes[index].k0s_running())
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let leader = run.leader().host();
+        let leader_spec = run.leader().spec.clone();
+        let leader_paths = K0sPaths {
+            binary: &leader_spec.k0s_install_path,
+            data_dir: &leader_spec.data_dir,
+        };
+        let timeout = run.settings.ready_timeout;
+        // One at a time: etcd grows its membership one member at a time.
+        for index in run.other_controllers() {
+            let node = &run.nodes[index];
+            if node.k0s_running() {
+                continue;
+            }
+            let (host, label, name, spec) = (
+                node.host(),
+                node.label(),
+                node.node_name(),
+                node.spec.clone(),
+            );
+            let options = InstallOptions {
+                leader: false,
+                force: node.half_installed(),
+            };
+            run.nodes[index].installed_by_this_run = true;
+            let joined = join(
+                &run.cluster,
+                &leader,
+                leader_paths,
+                &spec,
+                &host,
+                "controller",
+                CONTROLLER_TOKEN_EXPIRY,
+                options,
+                &name,
+                timeout,
+            )
+            .await;
+            joined.map_err(|e| PhaseError::new(HostFailure::new(label.clone(), e).into_error()))?;
+            run.nodes[index].became_ready = true;
+            run.ui.println(&format!("{label}: joined as {}", spec.role));
+            run.record(self.title(), &label, format!("join as {}", spec.role), None);
+        }
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        for index in run.other_controllers() {
+            describe_join(run, index)?;
+        }
+        Ok(())
+    }
+
+    async fn clean_up(&mut self, run: &mut Run) {
+        let controllers = run.other_controllers();
+        reset_unready(run, |_, index| controllers.contains(&index)).await;
+    }
+}
+
+pub struct JoinWorkers;
+
+#[async_trait]
+impl Phase<Run> for JoinWorkers {
+    fn title(&self) -> &'static str {
+        "Join workers"
+    }
+
+    fn should_run(&self, run: &Run) -> bool {
+        !run.workers().is_empty()
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let leader = run.leader().host();
+        let leader_spec = run.leader().spec.clone();
+        let leader_paths = K0sPaths {
+            binary: &leader_spec.k0s_install_path,
+            data_dir: &leader_spec.data_dir,
+        };
+        let timeout = run.settings.ready_timeout;
+        let work: Vec<_> = run
+            .workers()
+            .into_iter()
+            .map(|index| {
+                let node = &run.nodes[index];
+                let options = InstallOptions {
+                    leader: false,
+                    force: node.half_installed(),
+                };
+                (
+                    index,
+                    node.host(),
+                    node.label(),
+                    node.node_name(),
+                    node.spec.clone(),
+                    node.k0s_running(),
+                    options,
+                )
+            })
+            .collect();
+        for (index, _, _, _, _, running, _) in &work {
+            if !running {
+                run.nodes[*index].installed_by_this_run = true;
+            }
+        }
+        let cluster = &run.cluster;
+        let leader = &leader;
+        let ui = &run.ui;
+        let result = for_each_host(
+            work,
+            run.settings.concurrency,
+            |(index, host, label, name, spec, running, options)| async move {
+                let item = ui.item(&label, None);
+                let outcome = if running {
+                    item.set_state("waiting for Ready");
+                    k0s_ops::wait_node_ready(leader, leader_paths, &name, timeout)
+                        .await
+                        .map(|()| false)
+                } else {
+                    item.set_state("joining");
+                    join(
+                        cluster,
+                        leader,
+                        leader_paths,
+                        &spec,
+                        &host,
+                        "worker",
+                        WORKER_TOKEN_EXPIRY,
+                        options,
+                        &name,
+                        timeout,
+                    )
+                    .await
+                    .map(|()| true)
+                };
+                match outcome {
+                    Ok(joined) => {
+                        item.finish(if joined { "joined, Ready" } else { "Ready" });
+                        Ok((index, joined))
+                    }
+                    Err(error) => {
+                        item.fail("not Ready");
+                        Err(HostFailure::new(label, error))
+                    }
+                }
+            },
+        )
+        .await;
+        let joined = match result {
+            Ok(joined) => joined,
+            Err(failures) => {
+                // Workers that did become ready stay; clean-up resets only the others.
+                for index in run.workers() {
+                    let label = run.nodes[index].label();
+                    if !failures
+                        .failures
+                        .iter()
+                        .any(|failure| failure.host == label)
+                    {
+                        run.nodes[index].became_ready = true;
+                    }
+                }
+                return Err(PhaseError::new(failures));
+            }
+        };
+        for (index, newly) in joined {
+            run.nodes[index].became_ready = true;
+            if newly {
+                let label = run.nodes[index].label();
+                run.record(self.title(), &label, "join as worker", None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        for index in run.workers() {
+            describe_join(run, index)?;
+        }
+        Ok(())
+    }
+
+    async fn clean_up(&mut self, run: &mut Run) {
+        let workers = run.workers();
+        reset_unready(run, |_, index| workers.contains(&index)).await;
+    }
+}
+
+/// Installs k0s as a service and starts it; the caller waits for what readiness means.
+async fn install_and_start(
+    cluster: &Cluster,
+    spec: &HostSpec,
+    host: &Host,
+    options: InstallOptions,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let command = cluster.install_command(spec, options)?;
+    let paths = K0sPaths {
+        binary: &spec.k0s_install_path,
+        data_dir: &spec.data_dir,
+    };
+    if options.force {
+        // A service left by a join that stopped part-way; k0s refuses to start it twice.
+        let _ = host
+            .run(&format!("{} stop", quote(&spec.k0s_install_path)))
+            .await;
+    }
+    tracing::debug!(host = %host.label(), %command, "installing k0s");
+    host.run(&command).await?;
+    k0s_ops::start(host, paths, timeout).await?;
+    if spec.role.is_controller() {
+        k0s_ops::wait_api_ready(host, paths, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Joins one host with a token of its own, waits until it is ready, then invalidates the token.
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    cluster: &Cluster,
+    leader: &Arc<Host>,
+    leader_paths: K0sPaths<'_>,
+    spec: &HostSpec,
+    host: &Host,
+    token_role: &str,
+    expiry: &str,
+    options: InstallOptions,
+    node_name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let token = k0s_ops::create_token(leader, leader_paths, token_role, expiry).await?;
+    let joined = async {
+        k0s_ops::write_token(host, &token).await?;
+        install_and_start(cluster, spec, host, options, timeout).await?;
+        if spec.role.runs_workloads() {
+            k0s_ops::wait_node_ready(leader, leader_paths, node_name, timeout).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // The token is invalidated whether or not the join worked: a new run creates a new one.
+    if let Err(error) = k0s_ops::invalidate_token(leader, leader_paths, &token.id).await {
+        tracing::warn!(host = %host.label(), token_id = %token.id, %error, "cannot invalidate the join token; it expires by itself");
+    }
+    if let Err(error) = k0s_ops::scrub_token(host).await {
+        tracing::warn!(host = %host.label(), %error, "cannot overwrite the used join token file");
+    }
+    joined
+}
+
+fn describe_join(run: &Run, index: usize) -> Result<(), PhaseError> {
+    let node = &run.nodes[index];
+    if node.k0s_running() {
+        run.ui.println(&format!(
+            "{}: already runs k0s; would only wait for it to be ready",
+            node.label()
+        ));
+        return Ok(());
+    }
+    let options = InstallOptions {
+        leader: false,
+        force: node.half_installed(),
+    };
+    let command = run.cluster.install_command(&node.spec, options)?;
+    run.ui.println(&format!(
+        "{}: would write a join token from {}, run `{command}`, start k0s and wait until it is ready",
+        node.label(),
+        run.leader().label()
+    ));
+    Ok(())
+}
+
+/// Resets the hosts `select` picks that this run installed but that never became ready, as
+/// k0sctl does after a failed install, so that a new run starts them clean.
+async fn reset_unready(run: &mut Run, select: impl Fn(&Run, usize) -> bool) {
+    for index in 0..run.nodes.len() {
+        let node = &run.nodes[index];
+        if !select(run, index) || !node.installed_by_this_run || node.became_ready {
+            continue;
+        }
+        let Some(host) = node.connection.clone() else {
+            continue;
+        };
+        let binary = quote(&node.spec.k0s_install_path);
+        let script = format!(
+            "{binary} stop >/dev/null 2>&1; {}",
+            node.spec.reset_command()
+        );
+        match host.run(&script).await {
+            Ok(_) => run.ui.println(&format!(
+                "{}: reset the k0s installation that did not become ready",
+                node.label()
+            )),
+            Err(error) => {
+                tracing::warn!(host = %node.label(), %error, "cannot reset the half-installed k0s")
+            }
+        }
+    }
+}

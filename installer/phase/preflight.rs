@@ -1,0 +1,189 @@
+//! Phase "Preflight": fail before changing anything, naming every host and what to fix.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::context::Run;
+use super::plan::{self, PlannedFile};
+use super::{HostFailure, HostFailures, Phase, PhaseError, for_each_host};
+use crate::k0s::{K0sVersion, RunningRole};
+use crate::ui::format_bytes;
+
+/// The largest clock difference between a host and this machine that k0s tolerates; certificates
+/// and tokens break beyond it. k0sctl uses the same limit.
+const MAX_CLOCK_SKEW_SECONDS: i64 = 30;
+
+pub struct Preflight;
+
+#[async_trait]
+impl Phase<Run> for Preflight {
+    fn title(&self) -> &'static str {
+        "Preflight checks"
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let mut problems: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let bundle_version: K0sVersion = run
+            .bundle()
+            .manifest()
+            .k0s
+            .version
+            .parse()
+            .map_err(PhaseError::new)?;
+
+        for (index, node) in run.nodes.iter().enumerate() {
+            let facts = &node.facts;
+            let problem = |text: String| (index, text);
+            let mut found = Vec::new();
+            if !plan::has_k0s_for(run.bundle(), &facts.architecture) {
+                found.push(problem(format!(
+                    "the bundle has no k0s binary for linux/{}; build a bundle for that platform",
+                    facts.architecture
+                )));
+            }
+            if facts.clock_skew_seconds.abs() > MAX_CLOCK_SKEW_SECONDS {
+                found.push(problem(format!(
+                    "its clock is {}s off this machine's (at most {MAX_CLOCK_SKEW_SECONDS}s is allowed); synchronise the clocks",
+                    facts.clock_skew_seconds
+                )));
+            }
+            if let Some(status) = &facts.k0s_status {
+                let running = status
+                    .version()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| status.version.clone());
+                if status.version() != Some(bundle_version.clone()) {
+                    found.push(problem(format!(
+                        "k0s {running} runs here but the bundle carries {bundle_version}; use `airlock upgrade` to change versions"
+                    )));
+                }
+                let expected = node.spec.role.as_str();
+                let actual = status.role().map(RunningRole::as_str).unwrap_or("unknown");
+                if actual != expected {
+                    found.push(problem(format!(
+                        "k0s runs here as {actual} but the cluster file says {expected}; airlock does not change roles, reset the host first"
+                    )));
+                }
+            }
+            for (index, text) in found {
+                problems.entry(index).or_default().push(text);
+            }
+        }
+        check_unique(run, &mut problems);
+        fail_on(run, problems)?;
+
+        self.plan_uploads(run).await?;
+        let mut problems: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (index, node) in run.nodes.iter().enumerate() {
+            let needed: u64 = node
+                .uploads
+                .iter()
+                .filter(|file| !file.present)
+                .map(|file| file.size)
+                .sum();
+            // Leave room beyond the files: k0s needs space for its own state.
+            let wanted = needed + needed / 10 + (64 << 20);
+            if needed > 0 && node.facts.data_dir_free_bytes < wanted {
+                problems.entry(index).or_default().push(format!(
+                    "{} needs {} free for uploads but only {} is free; free space or grow the disk",
+                    node.spec.data_dir,
+                    format_bytes(wanted),
+                    format_bytes(node.facts.data_dir_free_bytes)
+                ));
+            }
+        }
+        fail_on(run, problems)?;
+        run.ui.println(&format!("{} hosts passed", run.nodes.len()));
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        self.run(run).await
+    }
+}
+
+impl Preflight {
+    /// Decides the files each host needs and asks each host which it already holds.
+    async fn plan_uploads(&self, run: &mut Run) -> Result<(), PhaseError> {
+        let bundle = run.bundle();
+        let work: Vec<(usize, _, String, Vec<PlannedFile>)> = run
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| {
+                let files = plan::bundle_files(
+                    bundle,
+                    &node.facts.architecture,
+                    node.spec.role,
+                    &node.spec.data_dir,
+                    &node.spec.k0s_install_path,
+                );
+                (index, node.host(), node.label(), files)
+            })
+            .collect();
+        let planned = for_each_host(
+            work,
+            run.settings.concurrency,
+            |(index, host, label, mut files)| async move {
+                for file in &mut files {
+                    file.present = host
+                        .sha256(&file.path)
+                        .await
+                        .map_err(|e| HostFailure::new(label.clone(), e))?
+                        == Some(file.digest);
+                }
+                Ok((index, files))
+            },
+        )
+        .await?;
+        for (index, files) in planned {
+            run.nodes[index].uploads = files;
+        }
+        Ok(())
+    }
+}
+
+/// Node names and private addresses must be unique in a cluster.
+fn check_unique(run: &Run, problems: &mut BTreeMap<usize, Vec<String>>) {
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut addresses: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, node) in run.nodes.iter().enumerate() {
+        let name = node.node_name();
+        if let Some(&first) = names.get(&name) {
+            problems.entry(index).or_default().push(format!(
+                "its node name {name} is also the name of {}; set a unique hostname on one of them",
+                run.nodes[first].label()
+            ));
+        } else {
+            names.insert(name, index);
+        }
+        if let Some(address) = node.spec.private_address {
+            let address = address.to_string();
+            if let Some(&first) = addresses.get(&address) {
+                problems.entry(index).or_default().push(format!(
+                    "its private address {address} is also the private address of {}",
+                    run.nodes[first].label()
+                ));
+            } else {
+                addresses.insert(address, index);
+            }
+        }
+    }
+}
+
+fn fail_on(run: &Run, problems: BTreeMap<usize, Vec<String>>) -> Result<(), PhaseError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let failures = problems
+        .into_iter()
+        .map(|(index, texts)| {
+            HostFailure::new(run.nodes[index].label(), anyhow::anyhow!(texts.join("; ")))
+        })
+        .collect();
+    Err(PhaseError::new(HostFailures {
+        failures,
+        total: run.nodes.len(),
+    }))
+}

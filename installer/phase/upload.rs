@@ -1,0 +1,129 @@
+//! Phase "Upload artifacts": every file each host needs, verified on the host before it is
+//! renamed into place.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::context::Run;
+use super::plan::{FileSource, PlannedFile};
+use super::{HostFailure, Phase, PhaseError, for_each_host};
+use crate::bundle::VerifiedBundle;
+use crate::remote::stream::async_reader;
+use crate::remote::{Host, Placement};
+use crate::ui::{Item, format_bytes};
+
+pub struct Upload;
+
+#[async_trait]
+impl Phase<Run> for Upload {
+    fn title(&self) -> &'static str {
+        "Upload artifacts"
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let pending: u64 = run
+            .nodes
+            .iter()
+            .flat_map(|node| &node.uploads)
+            .filter(|file| !file.present)
+            .count() as u64;
+        if pending == 0 {
+            run.ui.println("every host holds every file already");
+        }
+        let bundle = run.bundle();
+        let ui = &run.ui;
+        let work: Vec<(usize, Arc<Host>, String, Vec<PlannedFile>)> = run
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| node.uploads.iter().any(|file| !file.present))
+            .map(|(index, node)| (index, node.host(), node.label(), node.uploads.clone()))
+            .collect();
+        for_each_host(
+            work,
+            run.settings.concurrency,
+            |(_, host, label, files)| async move {
+                let total = files
+                    .iter()
+                    .filter(|file| !file.present)
+                    .map(|file| file.size)
+                    .sum();
+                let item = ui.item(&label, Some(total));
+                for file in files.iter().filter(|file| !file.present) {
+                    item.set_state(&format!("uploading {}", file.name));
+                    if let Err(error) = upload_one(&host, bundle, file, &item).await {
+                        item.fail(&file.name);
+                        return Err(HostFailure::new(label, error));
+                    }
+                }
+                item.finish(&format!(
+                    "{} files, {}",
+                    files.iter().filter(|f| !f.present).count(),
+                    format_bytes(total)
+                ));
+                Ok(())
+            },
+        )
+        .await?;
+
+        for node in &mut run.nodes {
+            for file in &mut node.uploads {
+                file.present = true;
+                node.placed.insert(file.path.clone(), file.digest);
+            }
+        }
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        for node in &run.nodes {
+            for file in &node.uploads {
+                let action = if file.present {
+                    "holds"
+                } else {
+                    "would receive"
+                };
+                run.ui.println(&format!(
+                    "{}: {action} {} ({}, {}) at {}",
+                    node.label(),
+                    file.name,
+                    format_bytes(file.size),
+                    file.digest.short(),
+                    file.path
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn upload_one(
+    host: &Host,
+    bundle: &VerifiedBundle,
+    file: &PlannedFile,
+    item: &Item,
+) -> anyhow::Result<()> {
+    let mut placement = Placement::new(&file.path, &file.mode);
+    if let Some(dir) = &file.staging_dir {
+        placement = placement.staged_in(dir);
+    }
+    match &file.source {
+        FileSource::Blob(digest) => {
+            let reader = tokio::task::block_in_place(|| bundle.open_blob(digest))?;
+            host.write_verified(
+                placement,
+                async_reader(reader),
+                file.size,
+                file.digest,
+                Some(item),
+            )
+            .await?;
+        }
+        FileSource::Bytes(bytes) => {
+            host.write_verified(placement, &bytes[..], file.size, file.digest, Some(item))
+                .await?;
+        }
+    }
+    Ok(())
+}
