@@ -13,6 +13,7 @@ use crate::bundle::{Bundle, TrustPolicy, VerifiedBundle};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::digest::Digest;
 use crate::remote::{ConnectOptions, Host, HostLock, LockOwner};
+use crate::stacks::{Rendered, Stack};
 use crate::ui::Ui;
 
 /// The settings of a run that come from the command line.
@@ -100,6 +101,19 @@ pub struct Run {
     pub leader: usize,
     /// Events of this run for the blueprint, in order.
     pub record: Vec<RecordedAction>,
+    /// The stacks rendered for this cluster; set by the phase that renders them.
+    pub stacks: Option<Rendered>,
+    /// Per stack, what its readiness checks last saw; set by the phase that installs the stacks.
+    pub stack_status: BTreeMap<Stack, StackOutcome>,
+}
+
+/// What a stack's readiness checks saw.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackOutcome {
+    pub ready: bool,
+    /// The last state seen, for example the missing image of a Deployment that is not ready.
+    pub detail: String,
 }
 
 /// One action taken on a host.
@@ -151,6 +165,8 @@ impl Run {
             owner: LockOwner::this_process(purpose),
             leader,
             record: Vec::new(),
+            stacks: None,
+            stack_status: BTreeMap::new(),
         }
     }
 

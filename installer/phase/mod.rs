@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-pub use context::{Node, Run, RunSettings};
+pub use context::{Node, RecordedAction, Run, RunSettings, StackOutcome};
 pub use facts::{Facts, Gpu};
 pub use hosts::{HostFailure, HostFailures, for_each_host};
 
