@@ -26,9 +26,8 @@ pub struct ShowArgs {
     /// The output format.
     #[arg(long, value_enum, default_value_t = DocumentFormat::Yaml)]
     pub output: DocumentFormat,
-    /// The known_hosts file that host keys are checked against (default: ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: super::apply::ConnectionArgs,
 }
 
 /// The format of a document printed on standard output.

@@ -17,9 +17,8 @@ pub struct StatusArgs {
         default_value = "k0sctl.yaml"
     )]
     pub configs: Vec<PathBuf>,
-    /// The known_hosts file that host keys are checked against (default: ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: super::apply::ConnectionArgs,
 }
 
 pub async fn run(_args: StatusArgs, _ui: &Ui) -> CliResult {

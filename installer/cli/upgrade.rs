@@ -30,9 +30,8 @@ pub struct UpgradeArgs {
     /// log.
     #[arg(long)]
     pub allow_downgrade: bool,
-    /// The known_hosts file that host keys are checked against (default: ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: super::apply::ConnectionArgs,
     /// The directory that receives the updated blueprint.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
     pub out: PathBuf,

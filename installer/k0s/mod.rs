@@ -1,6 +1,7 @@
 //! What airlock knows about k0s itself: versions, `k0s status`, join tokens.
 
 pub mod config;
+pub mod kubeconfig;
 pub mod status;
 pub mod token;
 pub mod version;
