@@ -85,6 +85,13 @@ pub fn render(input: &ConfigInput<'_>) -> Result<RenderedConfig, ConfigRenderErr
             storage.remove("etcd");
         }
     }
+    // ClusterConfig documents may spell the kind in any case; k0s accepts only this spelling.
+    set(
+        &mut config,
+        &["apiVersion"],
+        Value::from("k0s.k0sproject.io/v1beta1"),
+    );
+    set(&mut config, &["kind"], Value::from("ClusterConfig"));
     enforce(
         &mut config,
         &["spec", "images", "default_pull_policy"],
@@ -218,6 +225,13 @@ mod tests {
         assert_eq!(config["spec"]["images"]["default_pull_policy"], "Never");
         assert_eq!(config["spec"]["telemetry"]["enabled"], false);
         assert_eq!(rendered.overridden.len(), 2, "{:?}", rendered.overridden);
+    }
+
+    #[test]
+    fn kind_is_spelled_as_k0s_expects() {
+        let user = parse("apiVersion: k0s.k0sproject.io/v1beta1\nkind: clusterconfig\nspec: {}\n");
+        let config = parse(&render(&input(Some(&user))).unwrap().text);
+        assert_eq!(config["kind"], "ClusterConfig");
     }
 
     #[test]

@@ -13,14 +13,33 @@ pub enum KubeconfigError {
 
 /// Rewrites k0s's admin kubeconfig for use from outside the controller: the server becomes
 /// `https://address:port`, and the cluster, user and context take the cluster file's names.
-pub fn rewrite(admin: &str, cluster_name: &str, user_name: &str, address: &str, port: u16) -> Result<String, KubeconfigError> {
+pub fn rewrite(
+    admin: &str,
+    cluster_name: &str,
+    user_name: &str,
+    address: &str,
+    port: u16,
+) -> Result<String, KubeconfigError> {
     let config: Value = yaml_serde::from_str(admin)?;
-    let cluster = config["clusters"][0]["cluster"].as_mapping().ok_or(KubeconfigError::Missing("cluster"))?.clone();
-    let user = config["users"][0]["user"].as_mapping().ok_or(KubeconfigError::Missing("user"))?.clone();
+    let cluster = config["clusters"][0]["cluster"]
+        .as_mapping()
+        .ok_or(KubeconfigError::Missing("cluster"))?
+        .clone();
+    let user = config["users"][0]["user"]
+        .as_mapping()
+        .ok_or(KubeconfigError::Missing("user"))?
+        .clone();
 
-    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    };
     let mut cluster = cluster;
-    cluster.insert(Value::from("server"), Value::from(format!("https://{host}:{port}")));
+    cluster.insert(
+        Value::from("server"),
+        Value::from(format!("https://{host}:{port}")),
+    );
 
     let named = |name: &str, key: &str, body: Mapping| {
         let mut entry = Mapping::new();
@@ -35,10 +54,19 @@ pub fn rewrite(admin: &str, cluster_name: &str, user_name: &str, address: &str, 
     let mut out = Mapping::new();
     out.insert(Value::from("apiVersion"), Value::from("v1"));
     out.insert(Value::from("kind"), Value::from("Config"));
-    out.insert(Value::from("clusters"), Value::Sequence(vec![named(cluster_name, "cluster", cluster)]));
-    out.insert(Value::from("contexts"), Value::Sequence(vec![named(cluster_name, "context", context)]));
+    out.insert(
+        Value::from("clusters"),
+        Value::Sequence(vec![named(cluster_name, "cluster", cluster)]),
+    );
+    out.insert(
+        Value::from("contexts"),
+        Value::Sequence(vec![named(cluster_name, "context", context)]),
+    );
     out.insert(Value::from("current-context"), Value::from(cluster_name));
-    out.insert(Value::from("users"), Value::Sequence(vec![named(user_name, "user", user)]));
+    out.insert(
+        Value::from("users"),
+        Value::Sequence(vec![named(user_name, "user", user)]),
+    );
     Ok(yaml_serde::to_string(&Value::Mapping(out))?)
 }
 
@@ -70,8 +98,14 @@ users:
     fn server_and_names_are_rewritten() {
         let text = rewrite(ADMIN, "lab", "admin", "127.0.1.11", 6443).unwrap();
         let config: Value = yaml_serde::from_str(&text).unwrap();
-        assert_eq!(config["clusters"][0]["cluster"]["server"], "https://127.0.1.11:6443");
-        assert_eq!(config["clusters"][0]["cluster"]["certificate-authority-data"], "Q0E=");
+        assert_eq!(
+            config["clusters"][0]["cluster"]["server"],
+            "https://127.0.1.11:6443"
+        );
+        assert_eq!(
+            config["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Q0E="
+        );
         assert_eq!(config["clusters"][0]["name"], "lab");
         assert_eq!(config["contexts"][0]["context"]["user"], "admin");
         assert_eq!(config["current-context"], "lab");
@@ -86,6 +120,9 @@ users:
 
     #[test]
     fn malformed_kubeconfig_is_an_error() {
-        assert!(matches!(rewrite("kind: Config\n", "lab", "admin", "::1", 6443), Err(KubeconfigError::Missing("cluster"))));
+        assert!(matches!(
+            rewrite("kind: Config\n", "lab", "admin", "::1", 6443),
+            Err(KubeconfigError::Missing("cluster"))
+        ));
     }
 }

@@ -65,6 +65,24 @@ where
     F: Fn(T) -> Fut,
     Fut: Future<Output = Result<R, HostFailure>>,
 {
+    let (values, failures) = for_each_host_settled(items, concurrency, work).await;
+    match failures {
+        None => Ok(values),
+        Some(failures) => Err(failures),
+    }
+}
+
+/// Like [`for_each_host`], but returns the results of the hosts that succeeded even when others
+/// failed, for work whose successes must be kept or undone (locks taken, files written).
+pub async fn for_each_host_settled<T, R, F, Fut>(
+    items: Vec<T>,
+    concurrency: usize,
+    work: F,
+) -> (Vec<R>, Option<HostFailures>)
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<R, HostFailure>>,
+{
     let total = items.len();
     let results: Vec<Result<R, HostFailure>> = stream::iter(items)
         .map(work)
@@ -79,11 +97,8 @@ where
             Err(failure) => failures.push(failure),
         }
     }
-    if failures.is_empty() {
-        Ok(values)
-    } else {
-        Err(HostFailures { failures, total })
-    }
+    let failures = (!failures.is_empty()).then_some(HostFailures { failures, total });
+    (values, failures)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::context::Run;
-use super::{HostFailure, Phase, PhaseError, for_each_host};
+use super::{HostFailure, Phase, PhaseError, for_each_host_settled};
 use crate::remote::HostLock;
 
 pub struct Lock;
@@ -22,7 +22,7 @@ impl Phase<Run> for Lock {
             .map(|(index, node)| (index, node.host(), node.label()))
             .collect();
         let owner = &run.owner;
-        let result = for_each_host(
+        let (locks, failures) = for_each_host_settled(
             hosts,
             run.settings.concurrency,
             |(index, host, label)| async move {
@@ -33,14 +33,13 @@ impl Phase<Run> for Lock {
             },
         )
         .await;
-        match result {
-            Ok(locks) => {
-                for (index, lock) in locks {
-                    run.nodes[index].lock = Some(lock);
-                }
-                Ok(())
-            }
-            Err(failures) => Err(PhaseError::new(failures)
+        // Locks taken on the other hosts are kept here so that clean-up releases them.
+        for (index, lock) in locks {
+            run.nodes[index].lock = Some(lock);
+        }
+        match failures {
+            None => Ok(()),
+            Some(failures) => Err(PhaseError::new(failures)
                 .with_help("another airlock run is working on these hosts; wait for it to finish")),
         }
     }

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 pub use context::{Node, RecordedAction, Run, RunSettings, StackOutcome};
 pub use facts::{Facts, Gpu};
-pub use hosts::{HostFailure, HostFailures, for_each_host};
+pub use hosts::{HostFailure, HostFailures, for_each_host, for_each_host_settled};
 
 use crate::ui::{Ui, format_duration};
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod apply;
 pub mod double;
 
 /// Where concurrently running test processes claim lab subnets, one directory per subnet.

@@ -102,7 +102,9 @@ def cmd_token(host, argv):
         port = api.get("k0sApiPort", 9443) if role == "controller" else api.get("port", 6443)
         with cluster.locked():
             token_id, token = tokens.create(cluster, role, expiry, address, port, ca_pem)
-        cluster.event("token-create", role=role, tokenId=token_id, expirySeconds=expiry)
+        # The event keeps the whole token so that tests can check that an installer never
+        # prints or logs it.
+        cluster.event("token-create", role=role, tokenId=token_id, expirySeconds=expiry, token=token)
         print(token)
         return 0
     if command == "list":

@@ -1,0 +1,522 @@
+//! `airlock apply` on lab hosts with the k0s double: clusters of each shape from scratch to every
+//! node Ready, re-runs, interruptions, locks, and every refusal before a host is changed.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::apply::{
+    SignedBundle, apply_command, apply_command_with, cluster_file, events, kubectl, ready_nodes,
+};
+use common::{Lab, describe, stderr};
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|name| name.to_string()).collect()
+}
+
+#[test]
+fn controller_and_two_workers_become_ready() {
+    let Some(lab) = Lab::start("controller_and_two_workers_become_ready", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+    assert!(
+        stderr(&output).contains("==> Finished in"),
+        "{}",
+        describe(&output)
+    );
+
+    // Each worker was installed with the kubelet root dir KubeVirt needs.
+    let unit = lab.ssh_root("lab-2", "cat /etc/systemd/system/k0sworker.service");
+    assert!(
+        common::stdout(&unit).contains("--kubelet-root-dir=/var/lib/kubelet"),
+        "{}",
+        describe(&unit)
+    );
+    // Used join tokens are overwritten on the hosts.
+    let token = lab.ssh_root("lab-3", "cat /etc/k0s/k0stoken");
+    assert!(
+        common::stdout(&token).starts_with("# overwritten"),
+        "{}",
+        describe(&token)
+    );
+}
+
+#[test]
+fn three_controllers_and_a_worker_become_ready() {
+    let Some(lab) = Lab::start_with(
+        "three_controllers_and_a_worker_become_ready",
+        4,
+        &["--roles", "controller,controller,controller,worker"],
+    ) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-4"]));
+    let members = kubectl(&lab, "lab-1", "get --raw=/readyz");
+    assert_eq!(members.trim(), "ok");
+    let etcd = lab.ssh_root("lab-1", "k0s etcd member-list");
+    let etcd = common::stdout(&etcd);
+    for address in ["11", "12", "13"] {
+        assert!(
+            etcd.contains(&format!("{}.{address}", lab.subnet)),
+            "etcd members: {etcd}"
+        );
+    }
+    // Controllers join one at a time, after the first.
+    let joins: Vec<String> = events(&lab)
+        .iter()
+        .filter(|event| event["event"] == "join")
+        .map(|event| event["host"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(&joins[..2], ["lab-2", "lab-3"], "join order: {joins:?}");
+}
+
+#[test]
+fn single_host_becomes_ready() {
+    let Some(lab) = Lab::start_with("single_host_becomes_ready", 1, &["--roles", "single"]) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-1"]));
+}
+
+#[test]
+fn controller_worker_host_becomes_a_node() {
+    let Some(lab) = Lab::start_with(
+        "controller_worker_host_becomes_a_node",
+        2,
+        &["--roles", "controller+worker,worker"],
+    ) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-1", "lab-2"]));
+}
+
+#[test]
+fn second_apply_changes_nothing() {
+    let Some(lab) = Lab::start("second_apply_changes_nothing", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let first = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", describe(&first));
+    let before = events(&lab).len();
+    let files_before = lab.ssh_root(
+        "lab-2",
+        "stat -c '%n %Y' /usr/local/bin/k0s /var/lib/k0s/images/*",
+    );
+
+    let second = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", describe(&second));
+    let text = stderr(&second);
+    assert!(
+        text.contains("every host holds every file already"),
+        "{text}"
+    );
+    assert!(!text.contains("wrote /etc/k0s/k0s.yaml"), "{text}");
+    let changes: Vec<_> = events(&lab)[before..]
+        .iter()
+        .filter(|event| {
+            ["install", "start", "stop", "token-create", "init", "join"]
+                .contains(&event["event"].as_str().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "the second apply changed the cluster: {changes:?}"
+    );
+    let files_after = lab.ssh_root(
+        "lab-2",
+        "stat -c '%n %Y' /usr/local/bin/k0s /var/lib/k0s/images/*",
+    );
+    assert_eq!(common::stdout(&files_before), common::stdout(&files_after));
+}
+
+/// Starts an apply, kills it as soon as `marker` appears in its output, then runs it again.
+fn kill_and_resume(test: &str, marker: &str) {
+    let Some(lab) = Lab::start(test, 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let mut child = apply_command(&lab, &cluster, &bundle.bundle)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        let found = line.contains(marker);
+        seen.push(line);
+        if found {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the apply finished before it could be killed: {seen:?}"
+    );
+
+    let resumed = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "after killing at {marker:?}:\n{}",
+        describe(&resumed)
+    );
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+}
+
+#[test]
+fn apply_killed_during_upload_resumes() {
+    kill_and_resume("apply_killed_during_upload_resumes", "uploading k0s");
+}
+
+#[test]
+fn apply_killed_while_initializing_resumes() {
+    kill_and_resume(
+        "apply_killed_while_initializing_resumes",
+        "==> Initialize the cluster",
+    );
+}
+
+#[test]
+fn apply_killed_during_joins_resumes() {
+    kill_and_resume("apply_killed_during_joins_resumes", "joining");
+}
+
+#[test]
+fn locked_host_is_refused() {
+    let Some(lab) = Lab::start("locked_host_is_refused", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    // Another airlock run, on another machine, holds lab-2.
+    let lock = lab.ssh_root(
+        "lab-2",
+        "printf 'airlock apply on ops-laptop pid 4711\\n' > /run/lock/airlock.lock",
+    );
+    assert!(lock.status.success(), "{}", describe(&lock));
+
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(text.contains("phase \"Lock hosts\" failed"), "{text}");
+    assert!(
+        text.contains("airlock apply on ops-laptop pid 4711"),
+        "{text}"
+    );
+    // Nothing was uploaded, and the lock taken on lab-1 was released.
+    let lab_1 = lab.ssh_root("lab-1", "ls /usr/local/bin; ls /run/lock");
+    assert_eq!(common::stdout(&lab_1).trim(), "", "{}", describe(&lab_1));
+}
+
+#[test]
+fn unknown_host_key_is_refused() {
+    let Some(lab) = Lab::start("unknown_host_key_is_refused", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let empty = lab.dir.join("empty_known_hosts");
+    fs::write(&empty, "").unwrap();
+    let output = apply_command_with(&lab, &cluster, &bundle.bundle, &empty)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(text.contains("2 of 2 hosts failed"), "{text}");
+    assert!(text.contains("is not in"), "{text}");
+    assert!(text.contains("--accept-new-host-keys"), "{text}");
+}
+
+#[test]
+fn changed_host_key_is_refused() {
+    let Some(lab) = Lab::start("changed_host_key_is_refused", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    // Swap the two hosts' keys: each host now presents a key other than the one recorded.
+    let known = fs::read_to_string(lab.known_hosts()).unwrap();
+    let lines: Vec<&str> = known.lines().collect();
+    let (first, second) = (
+        lines[0].split_once(' ').unwrap(),
+        lines[1].split_once(' ').unwrap(),
+    );
+    let swapped = lab.dir.join("swapped_known_hosts");
+    fs::write(
+        &swapped,
+        format!("{} {}\n{} {}\n", first.0, second.1, second.0, first.1),
+    )
+    .unwrap();
+
+    let output = apply_command_with(&lab, &cluster, &bundle.bundle, &swapped)
+        .arg("--accept-new-host-keys")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(text.contains("has CHANGED"), "{text}");
+    assert_eq!(
+        text.matches("SHA256:").count(),
+        4,
+        "both fingerprints of both hosts: {text}"
+    );
+}
+
+#[test]
+fn tampered_bundle_is_refused_before_any_host() {
+    let Some(lab) = Lab::start("tampered_bundle_is_refused_before_any_host", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let blobs = bundle.bundle.join("blobs/sha256");
+    let blob = fs::read_dir(&blobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&blob, bytes).unwrap();
+
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("phase \"Verify the bundle\" failed"),
+        "{text}"
+    );
+    assert!(!text.contains("Connect to hosts"), "{text}");
+    for host in ["lab-1", "lab-2"] {
+        let untouched = "test ! -e /usr/local/bin/k0s && test ! -e /run/lock/airlock.lock && test ! -e /var/lib/k0s";
+        let state = lab.ssh_root(host, untouched);
+        assert!(
+            state.status.success(),
+            "{host} was touched:\n{}",
+            describe(&state)
+        );
+    }
+}
+
+#[test]
+fn host_that_is_down_is_named() {
+    let Some(lab) = Lab::start("host_that_is_down_is_named", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    assert!(lab.run(&["stop", "lab-3"]).status.success());
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stderr(&output);
+    let down = &lab.host("lab-3").address;
+    assert!(
+        text.contains(&format!(
+            "1 of 3 hosts failed:\n  {down}: cannot connect to {down}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("help: check that the hosts are up"), "{text}");
+}
+
+#[test]
+fn host_with_small_disk_is_refused() {
+    let Some(lab) = Lab::start_with(
+        "host_with_small_disk_is_refused",
+        2,
+        &["--disk-size", "16M"],
+    ) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(text.contains("phase \"Preflight checks\" failed"), "{text}");
+    assert!(text.contains("/var/lib/k0s needs"), "{text}");
+    assert!(text.contains("free space or grow the disk"), "{text}");
+}
+
+#[test]
+fn join_tokens_never_reach_the_output() {
+    let Some(lab) = Lab::start("join_tokens_never_reach_the_output", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .arg("-vv")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let printed = format!("{}{}", common::stdout(&output), stderr(&output));
+
+    let tokens: Vec<String> = events(&lab)
+        .iter()
+        .filter(|event| event["event"] == "token-create")
+        .map(|event| event["token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tokens.len(), 2, "one token per worker");
+    for token in &tokens {
+        assert!(
+            !printed.contains(token.as_str()),
+            "a join token was printed"
+        );
+        let secret = bootstrap_secret(token);
+        assert!(
+            !printed.contains(&secret),
+            "a bootstrap token secret was printed"
+        );
+    }
+    // Every k0s token is base64 of gzip, which starts with these four characters.
+    assert!(
+        !printed.contains("H4sI"),
+        "something token-shaped was printed"
+    );
+}
+
+/// Decodes a k0s join token and returns its bootstrap token (`id.secret`).
+fn bootstrap_secret(token: &str) -> String {
+    use std::io::Read;
+    let compressed = data_encoding::BASE64
+        .decode(token.trim().as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.trim_start().starts_with("token:"))
+        .unwrap();
+    line.split_once(':').unwrap().1.trim().to_string()
+}
+
+#[test]
+fn k0sctl_shaped_files_apply_unchanged() {
+    let Some(lab) = Lab::start("k0sctl_shaped_files_apply_unchanged", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let controller = lab.host("lab-1");
+    let worker = lab.host("lab-2");
+    let key = lab.key_path();
+    // Two files, lower-case kind, ${VAR} substitution, a ClusterConfig document merged into
+    // spec.k0s.config, and an extra manifest applied once the cluster is up.
+    let first = format!(
+        "apiVersion: k0sctl.k0sproject.io/v1beta1
+kind: cluster
+metadata:
+  name: ${{CLUSTER_NAME}}
+spec:
+  hosts:
+    - role: controller
+      privateAddress: {c}
+      ssh: {{address: {c}, port: {port}, user: {cu}, keyPath: {key}}}
+    - role: worker
+      privateAddress: {w}
+      ssh: {{address: {w}, port: {port}, user: {wu}, keyPath: {key}}}
+  k0s:
+    version: \"${{K0S_VERSION}}\"
+    config:
+      spec:
+        telemetry:
+          enabled: false
+  airlock:
+    bundle:
+      trustedKeys:
+        - path: {pubkey}
+",
+        c = controller.address,
+        w = worker.address,
+        port = controller.port,
+        cu = controller.user,
+        wu = worker.user,
+        key = key.display(),
+        pubkey = bundle.public_key.display(),
+    );
+    let second = "apiVersion: k0s.k0sproject.io/v1beta1
+kind: clusterconfig
+spec:
+  network:
+    provider: kuberouter
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: site-facts
+  namespace: default
+data:
+  site: lab
+";
+    let first_path = lab.dir.join("k0sctl-1.yaml");
+    let second_path = lab.dir.join("k0sctl-2.yaml");
+    fs::write(&first_path, first).unwrap();
+    fs::write(&second_path, second).unwrap();
+
+    let output = apply_command(&lab, &first_path, &bundle.bundle)
+        .arg("-c")
+        .arg(&second_path)
+        .env("CLUSTER_NAME", "site-a")
+        .env("K0S_VERSION", "v1.35.3+k0s.0")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let config = lab.ssh_root("lab-1", "cat /etc/k0s/k0s.yaml");
+    let config = common::stdout(&config);
+    assert!(config.contains("name: site-a"), "{config}");
+    assert!(config.contains("provider: kuberouter"), "{config}");
+    assert!(
+        kubectl(&lab, "lab-1", "get configmap site-facts -n default -o json")
+            .contains("\"site\": \"lab\"")
+    );
+}
