@@ -520,3 +520,45 @@ data:
             .contains("\"site\": \"lab\"")
     );
 }
+
+#[test]
+fn interrupted_apply_stops_cleanly() {
+    let Some(lab) = Lab::start("interrupted_apply_stops_cleanly", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let mut child = apply_command(&lab, &cluster, &bundle.bundle)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("==> Lock hosts") {
+            let signal = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(signal.success());
+            break;
+        }
+        line.clear();
+    }
+    std::io::Read::read_to_string(&mut reader, &mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(seen.contains("interrupted"), "{seen}");
+    assert!(seen.contains("help: run the same command again"), "{seen}");
+    for host in ["lab-1", "lab-2"] {
+        let lock = lab.ssh_root(host, "test ! -e /run/lock/airlock.lock");
+        assert!(lock.status.success(), "{host} kept the lock:\n{seen}");
+    }
+
+    let resumed = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+}

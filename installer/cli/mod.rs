@@ -105,6 +105,7 @@ pub fn run() -> ExitCode {
             return Status::Internal.into();
         }
     };
+    runtime.spawn(watch_interrupts(ui.clone()));
     match runtime.block_on(dispatch(cli.command, &ui)) {
         Ok(status) => status.into(),
         Err(error) => {
@@ -127,6 +128,20 @@ async fn dispatch(command: Command, ui: &Ui) -> CliResult {
         Command::Status(args) => status::run(args, ui).await,
         Command::Blueprint(command) => blueprint::run(command, ui).await,
         Command::Audit(command) => audit::run(command, ui),
+    }
+}
+
+/// The first Ctrl-C lets the current phase finish and then stops cleanly (locks released); the
+/// second ends the process at once with status 130, as shells report SIGINT.
+async fn watch_interrupts(ui: Ui) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    crate::phase::request_stop();
+    ui.warn("interrupted: stopping after the current step; press Ctrl-C again to abort at once");
+    if tokio::signal::ctrl_c().await.is_ok() {
+        ui.warn("aborted");
+        std::process::exit(130);
     }
 }
 

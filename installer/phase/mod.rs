@@ -24,6 +24,8 @@ mod write_blueprint;
 use std::fmt;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_trait::async_trait;
 
 pub use context::{Node, RecordedAction, Run, RunSettings, StackOutcome};
@@ -113,6 +115,19 @@ impl fmt::Display for PhaseError {
     }
 }
 
+/// Set by the first Ctrl-C: the runner stops before the next phase and cleans up.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the runner to stop before the next phase.
+pub fn request_stop() {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Returns whether a stop was asked for.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
 /// Runs `phases` in order on `context`, or their dry-run forms.
 pub async fn run_phases<C: Send>(
     phases: &mut [Box<dyn Phase<C>>],
@@ -125,6 +140,15 @@ pub async fn run_phases<C: Send>(
         if !phase.should_run(context) {
             tracing::debug!(phase = phase.title(), "nothing to do, skipping");
             continue;
+        }
+        if stop_requested() {
+            let mut error = PhaseError::new(anyhow::anyhow!("interrupted before this phase began"))
+                .with_help("run the same command again to continue where it stopped");
+            error.phase = phase.title();
+            if !dry_run && index > 0 {
+                clean_up(&mut phases[..index], context, ui).await;
+            }
+            return Err(error);
         }
         ui.header(phase.title());
         let started = Instant::now();
