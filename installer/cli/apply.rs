@@ -41,9 +41,13 @@ pub struct ApplyArgs {
     /// repeat for several keys.
     #[arg(long = "key", value_name = "PUB")]
     pub keys: Vec<PathBuf>,
-    /// How long to wait for an API server, a node or a stack to become ready (e.g. 90s, 10m).
+    /// How long to wait for an API server or a node to become ready (e.g. 90s, 10m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
+    /// How long to wait for each stack readiness check, in place of each stack's own limit
+    /// (30 minutes for the GPU Operator, which may compile drivers).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stack_timeout: Option<Duration>,
     /// The directory that receives the blueprint.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
     pub out: PathBuf,
@@ -93,6 +97,7 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
         out_dir: args.out.clone(),
         connect: args.connection.connect_options(),
         ready_timeout: args.ready_timeout,
+        stack_timeout: args.stack_timeout,
     };
     let description = node_summary(&cluster);
     let mut run = Run::new(cluster, bundle, trust, settings, ui.clone(), "apply");

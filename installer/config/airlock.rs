@@ -68,6 +68,9 @@ pub struct KubeVirt {
     pub enabled: bool,
     /// Software emulation for hosts without `/dev/kvm`, which is slow and meant for tests.
     pub use_emulation: bool,
+    /// Hosts (by address or hostname) whose GPUs are passed through to virtual machines instead
+    /// of serving containers.
+    pub gpu_passthrough_hosts: Vec<String>,
 }
 
 /// On, off, or decided from the gathered host facts.
@@ -114,6 +117,8 @@ pub struct GpuOperator {
 pub struct Mig {
     pub enabled: bool,
     pub strategy: MigStrategy,
+    /// The MIG profile that MIG-capable hosts get, such as `all-1g.10gb`.
+    pub config: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -138,6 +143,8 @@ pub enum PolicyMode {
 pub struct Policy {
     pub enabled: bool,
     pub mode: PolicyMode,
+    /// Kyverno from the bundle, for rules that admission policies cannot express.
+    pub kyverno: bool,
 }
 
 /// The declared location of the cluster and its data, for the blueprint and the policies.
@@ -177,6 +184,7 @@ pub struct Quota {
     pub gpu: Option<u32>,
     pub cpu: Option<Quantity>,
     pub memory: Option<Quantity>,
+    pub storage: Option<Quantity>,
 }
 
 const ROOT: &str = "spec.airlock";
@@ -356,6 +364,7 @@ fn stacks(raw: RawStacks, problems: &mut Problems<'_>) -> Stacks {
         kubevirt: KubeVirt {
             enabled: kubevirt.enabled.unwrap_or(true),
             use_emulation: kubevirt.use_emulation.unwrap_or(false),
+            gpu_passthrough_hosts: kubevirt.gpu_passthrough_hosts.unwrap_or_default(),
         },
         gpu_operator: gpu_operator(
             raw.gpu_operator.unwrap_or_default(),
@@ -369,6 +378,7 @@ fn stacks(raw: RawStacks, problems: &mut Problems<'_>) -> Stacks {
         policy: Policy {
             enabled: policy.enabled.unwrap_or(true),
             mode,
+            kyverno: policy.kyverno.unwrap_or(false),
         },
     }
 }
@@ -420,6 +430,10 @@ fn gpu_operator(raw: RawGpuOperator, path: &str, problems: &mut Problems<'_>) ->
         mig: Mig {
             enabled: mig.enabled.unwrap_or(false),
             strategy,
+            config: mig
+                .config
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "all-disabled".to_string()),
         },
     }
 }
@@ -566,6 +580,7 @@ fn tenants(
             gpu: raw_quota.gpu,
             cpu: quantity("cpu", raw_quota.cpu),
             memory: quantity("memory", raw_quota.memory),
+            storage: quantity("storage", raw_quota.storage),
         };
 
         if valid {

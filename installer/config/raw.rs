@@ -222,6 +222,7 @@ pub struct RawStacks {
 pub struct RawKubeVirt {
     pub enabled: Option<bool>,
     pub use_emulation: Option<bool>,
+    pub gpu_passthrough_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +239,7 @@ pub struct RawGpuOperator {
 pub struct RawMig {
     pub enabled: Option<bool>,
     pub strategy: Option<String>,
+    pub config: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +254,7 @@ pub struct RawObservability {
 pub struct RawPolicy {
     pub enabled: Option<bool>,
     pub mode: Option<String>,
+    pub kyverno: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,4 +281,5 @@ pub struct RawQuota {
     pub gpu: Option<u32>,
     pub cpu: Option<ScalarText>,
     pub memory: Option<ScalarText>,
+    pub storage: Option<ScalarText>,
 }

@@ -27,8 +27,10 @@ pub struct RunSettings {
     /// Where the blueprint goes.
     pub out_dir: PathBuf,
     pub connect: ConnectOptions,
-    /// How long to wait for the API server, a node or a stack to become ready.
+    /// How long to wait for the API server or a node to become ready.
     pub ready_timeout: Duration,
+    /// A limit for every stack readiness check, in place of each stack's own.
+    pub stack_timeout: Option<Duration>,
 }
 
 /// One host of the cluster file and what this run learned and did there.
@@ -92,7 +94,7 @@ pub struct Run {
     pub cluster: Cluster,
     pub bundle_source: Bundle,
     pub trust: TrustPolicy,
-    bundle: Option<VerifiedBundle>,
+    bundle: Option<Arc<VerifiedBundle>>,
     pub nodes: Vec<Node>,
     pub settings: RunSettings,
     pub ui: Ui,
@@ -177,8 +179,15 @@ impl Run {
             .expect("phases after verification run only with a verified bundle")
     }
 
+    /// The verified bundle, shared with tasks that outlive a borrow of the run (archive writers).
+    pub fn shared_bundle(&self) -> Arc<VerifiedBundle> {
+        self.bundle
+            .clone()
+            .expect("phases after verification run only with a verified bundle")
+    }
+
     pub fn set_bundle(&mut self, bundle: VerifiedBundle) {
-        self.bundle = Some(bundle);
+        self.bundle = Some(Arc::new(bundle));
     }
 
     pub fn leader(&self) -> &Node {

@@ -36,6 +36,10 @@ pub struct Facts {
     pub gpus: Vec<Gpu>,
     /// The NVIDIA driver version when a host driver is loaded.
     pub nvidia_driver: Option<String>,
+    /// Whether a GPU supports MIG partitioning, as `nvidia-smi` reports it.
+    pub mig_capable: bool,
+    /// Whether MIG mode is on for a GPU.
+    pub mig_enabled: bool,
     /// The output of `k0s version` when a k0s binary is installed.
     pub k0s_binary_version: Option<String>,
     /// The installed k0s service, `k0scontroller` or `k0sworker`.
@@ -53,6 +57,7 @@ pub struct Gpu {
     pub address: String,
     /// The PCI device id in upper-case hex, `2331`.
     pub device_id: String,
+    /// The name in the PCI ID database, such as `GH100 [H100 PCIe]`; empty when unknown.
     pub name: String,
 }
 
@@ -75,7 +80,7 @@ echo "iommu.groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
 d={data_dir}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "disk.free.kib=$(df -Pk "$d" | awk 'NR==2 {{print $4}}')"
 if command -v lspci >/dev/null 2>&1; then
-  lspci -Dnmm -d 10de: 2>/dev/null | while read -r line; do echo "gpu.lspci=$line"; done
+  lspci -Dvmmnn -d 10de: 2>/dev/null | while read -r line; do [ -n "$line" ] && echo "gpu.lspci=$line"; done
 else
   for dev in /sys/bus/pci/devices/*; do
     [ "$(cat "$dev/vendor" 2>/dev/null)" = 0x10de ] || continue
@@ -84,6 +89,9 @@ else
 fi
 if [ -r /sys/module/nvidia/version ]; then echo "nvidia.driver=$(cat /sys/module/nvidia/version)";
 elif command -v nvidia-smi >/dev/null 2>&1; then echo "nvidia.driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)"; fi
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=mig.mode.current --format=csv,noheader 2>/dev/null | while read -r mode; do echo "gpu.mig=$mode"; done
+fi
 if [ -x {k0s} ]; then echo "k0s.version=$({k0s} version 2>/dev/null)"; fi
 for service in k0scontroller k0sworker; do
   for dir in /etc/systemd/system /etc/init.d; do
@@ -120,19 +128,20 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
     };
     let number = |key: &str| one(key).parse::<u64>().unwrap_or(0);
 
-    let gpus = values
-        .get("gpu.lspci")
-        .into_iter()
-        .flatten()
-        .filter_map(|line| parse_lspci(line))
-        .chain(
-            values
-                .get("gpu.sysfs")
-                .into_iter()
-                .flatten()
-                .filter_map(|line| parse_sysfs(line)),
-        )
-        .collect();
+    let mut gpus = parse_lspci(
+        values
+            .get("gpu.lspci")
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    );
+    gpus.extend(
+        values
+            .get("gpu.sysfs")
+            .into_iter()
+            .flatten()
+            .filter_map(|line| parse_sysfs(line)),
+    );
+    let mig_modes = values.get("gpu.mig").map(Vec::as_slice).unwrap_or_default();
     let k0s_status = values
         .get("k0s.status")
         .and_then(|v| v.first())
@@ -155,6 +164,10 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
         iommu_groups: number("iommu.groups") as u32,
         gpus,
         nvidia_driver: Some(one("nvidia.driver")).filter(|v| !v.is_empty()),
+        mig_capable: mig_modes
+            .iter()
+            .any(|mode| *mode == "Enabled" || *mode == "Disabled"),
+        mig_enabled: mig_modes.contains(&"Enabled"),
         k0s_binary_version: Some(one("k0s.version")).filter(|v| !v.is_empty()),
         k0s_service: Some(one("k0s.service")).filter(|v| !v.is_empty()),
         k0s_status: k0s_status.filter(K0sStatus::is_running),
@@ -173,25 +186,58 @@ fn oci_architecture(machine: &str) -> String {
     .to_string()
 }
 
-/// Reads one line of `lspci -Dnmm`: `0000:3b:00.0 "0302" "10de" "2331" -r01 "10de" "1626"`.
-/// Only display (0300) and 3D (0302) controllers are GPUs; audio functions are skipped.
-fn parse_lspci(line: &str) -> Option<Gpu> {
-    let fields: Vec<&str> = line.split('"').collect();
-    // Quoted fields sit at odd indexes: class, vendor, device, subsystem vendor, subsystem.
-    let address = fields.first()?.trim().to_string();
-    let class = fields.get(1)?;
-    let vendor = fields.get(3)?;
-    let device = fields.get(5)?;
-    if !vendor.eq_ignore_ascii_case("10de")
-        || !(class.starts_with("0300") || class.starts_with("0302"))
-    {
-        return None;
+/// Reads the records of `lspci -Dvmmnn -d 10de:`, one `Key: value` line each, a record starting
+/// at `Slot:`, such as `Slot: 0000:3b:00.0`, `Class: 3D controller [0302]`,
+/// `Device: GH100 [H100 PCIe] [2331]`. Only display (0300) and 3D (0302) controllers are GPUs;
+/// the GPU's audio function is skipped.
+fn parse_lspci(lines: &[&str]) -> Vec<Gpu> {
+    let mut gpus = Vec::new();
+    let mut record: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut finish = |record: &BTreeMap<&str, &str>| {
+        let (Some(slot), Some(class), Some(device)) = (
+            record.get("Slot"),
+            record.get("Class"),
+            record.get("Device"),
+        ) else {
+            return;
+        };
+        let class_code = bracketed_id(class).unwrap_or_default();
+        if !(class_code.starts_with("0300") || class_code.starts_with("0302")) {
+            return;
+        }
+        let device_id = bracketed_id(device).unwrap_or_default().to_uppercase();
+        let name = device
+            .rsplit_once(" [")
+            .map_or(*device, |(name, _)| name)
+            .trim()
+            .to_string();
+        gpus.push(Gpu {
+            address: slot.to_string(),
+            device_id,
+            name,
+        });
+    };
+    for line in lines {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let key = key.trim();
+        if key == "Slot" && !record.is_empty() {
+            finish(&record);
+            record.clear();
+        }
+        record.insert(key, value.trim());
     }
-    Some(Gpu {
-        address,
-        device_id: device.to_uppercase(),
-        name: format!("NVIDIA device {}", device.to_uppercase()),
-    })
+    if !record.is_empty() {
+        finish(&record);
+    }
+    gpus
+}
+
+/// The hex id in the last `[...]` of an lspci field, such as `2331` in `GH100 [H100 PCIe] [2331]`.
+fn bracketed_id(field: &str) -> Option<&str> {
+    let (_, last) = field.rsplit_once('[')?;
+    last.strip_suffix(']')
 }
 
 /// Reads one sysfs line: `0000:3b:00.0 0x2331`.
@@ -200,8 +246,9 @@ fn parse_sysfs(line: &str) -> Option<Gpu> {
     let device = device.trim().trim_start_matches("0x").to_uppercase();
     Some(Gpu {
         address: address.to_string(),
-        device_id: device.clone(),
-        name: format!("NVIDIA device {device}"),
+        device_id: device,
+        // sysfs has no names; the PCI ID database is what lspci adds.
+        name: String::new(),
     })
 }
 
@@ -222,8 +269,15 @@ cgroup=cgroup2fs
 kvm=no
 iommu.groups=0
 disk.free.kib=1048576
-gpu.lspci=0000:3b:00.0 "0302" "10de" "2331" -ra1 "10de" "1626"
-gpu.lspci=0000:3b:00.1 "0403" "10de" "22a3" -ra1 "10de" "1626"
+gpu.lspci=Slot:	0000:3b:00.0
+gpu.lspci=Class:	3D controller [0302]
+gpu.lspci=Vendor:	NVIDIA Corporation [10de]
+gpu.lspci=Device:	GH100 [H100 PCIe] [2331]
+gpu.lspci=Slot:	0000:3b:00.1
+gpu.lspci=Class:	Audio device [0403]
+gpu.lspci=Vendor:	NVIDIA Corporation [10de]
+gpu.lspci=Device:	Device [22a3]
+gpu.mig=Disabled
 nvidia.driver=580.65.06
 k0s.version=v1.35.3+k0s.0
 k0s.service=k0sworker
@@ -252,9 +306,11 @@ k0s.status={"Version":"v1.35.3+k0s.0","Pid":12,"Role":"worker"}
             [Gpu {
                 address: "0000:3b:00.0".into(),
                 device_id: "2331".into(),
-                name: "NVIDIA device 2331".into()
+                name: "GH100 [H100 PCIe]".into()
             }]
         );
+        assert!(facts.mig_capable);
+        assert!(!facts.mig_enabled);
     }
 
     #[test]

@@ -12,11 +12,13 @@ mod facts;
 mod gather_facts;
 mod hosts;
 mod install;
+mod install_stacks;
 mod k0s_ops;
 mod lock;
 mod manifests;
 pub mod plan;
 mod preflight;
+mod render_stacks;
 mod upload;
 mod verify_bundle;
 mod write_blueprint;
@@ -41,12 +43,14 @@ pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
         Box::new(connect::Connect),
         Box::new(lock::Lock),
         Box::new(gather_facts::GatherFacts),
+        Box::new(render_stacks::RenderStacks),
         Box::new(preflight::Preflight),
         Box::new(upload::Upload),
         Box::new(configure_k0s::ConfigureK0s),
         Box::new(install::InitializeCluster),
         Box::new(install::JoinControllers),
         Box::new(install::JoinWorkers),
+        Box::new(install_stacks::InstallStacks),
         Box::new(manifests::ApplyManifests),
         Box::new(write_blueprint::WriteBlueprint),
         Box::new(lock::ReleaseLocks),

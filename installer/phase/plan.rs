@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::bundle::{ArtifactKind, HostSelector, Platform, VerifiedBundle};
+use crate::bundle::{ArtifactKind, HostSelector, Image, Platform, VerifiedBundle};
 use crate::config::Role;
 use crate::digest::Digest;
+use crate::stacks::{Rendered, Stack};
 
 /// Where the bytes of a planned file come from.
 #[derive(Clone, Debug)]
@@ -13,6 +14,8 @@ pub enum FileSource {
     Blob(Digest),
     /// Bytes airlock produced, such as a rendered manifest.
     Bytes(Arc<Vec<u8>>),
+    /// An OCI archive of these bundle images (by reference), written while it uploads.
+    ImageArchive(Arc<Vec<String>>),
 }
 
 /// A file a host must hold.
@@ -74,7 +77,10 @@ pub fn bundle_files(
         .artifacts_for_platform(&platform)
         .filter_map(|artifact| {
             let install = artifact.install.as_ref()?;
-            if !wanted(install.hosts, role) {
+            // A stack's charts and manifests go where its rendered objects name them.
+            let stack_file = matches!(artifact.kind, ArtifactKind::Chart | ArtifactKind::Manifest)
+                && artifact.stack.is_some();
+            if stack_file || !wanted(install.hosts, role) {
                 return None;
             }
             let path = if artifact.kind == ArtifactKind::K0sBinary {
@@ -110,4 +116,157 @@ pub fn has_k0s_for(bundle: &VerifiedBundle, architecture: &str) -> bool {
     bundle
         .artifacts_for_platform(&platform)
         .any(|artifact| artifact.kind == ArtifactKind::K0sBinary)
+}
+
+/// Plans the files of the rendered stacks for one host: manifests and chart archives on
+/// controllers, each stack's image archive and the stacks' host files on workload hosts.
+pub fn stack_files(
+    bundle: &VerifiedBundle,
+    rendered: &Rendered,
+    archives: &[StackArchive],
+    role: Role,
+    data_dir: &str,
+    hostname: &str,
+) -> Result<Vec<PlannedFile>, PlanError> {
+    let data_dir = data_dir.trim_end_matches('/');
+    let staging = staging_dir(data_dir);
+    let mut files = Vec::new();
+    if role.is_controller() {
+        for stack in &rendered.stacks {
+            for file in &stack.files {
+                files.push(PlannedFile {
+                    name: file.path.clone(),
+                    digest: file.digest,
+                    size: file.bytes.len() as u64,
+                    source: FileSource::Bytes(Arc::new(file.bytes.clone())),
+                    path: format!("{data_dir}/manifests/{}", file.path),
+                    mode: "0644".to_string(),
+                    staging_dir: Some(staging.clone()),
+                    present: false,
+                });
+            }
+            for chart in &stack.charts {
+                let artifact = bundle
+                    .artifacts_of_kind(&ArtifactKind::Chart)
+                    .find(|artifact| {
+                        super::render_stacks::chart_archive_name(artifact) == chart.archive
+                    })
+                    .ok_or_else(|| PlanError::MissingChart(chart.archive.clone()))?;
+                files.push(PlannedFile {
+                    name: chart.archive.clone(),
+                    digest: artifact.digest,
+                    size: artifact.size,
+                    source: FileSource::Blob(artifact.digest),
+                    path: chart.path.clone(),
+                    mode: "0644".to_string(),
+                    staging_dir: None,
+                    present: false,
+                });
+            }
+        }
+    }
+    if role.runs_workloads() {
+        for archive in archives {
+            files.push(PlannedFile {
+                name: archive.file_name.clone(),
+                digest: archive.digest,
+                size: archive.size,
+                source: FileSource::ImageArchive(archive.references.clone()),
+                path: format!("{data_dir}/images/{}", archive.file_name),
+                mode: "0644".to_string(),
+                staging_dir: Some(staging.clone()),
+                present: false,
+            });
+        }
+    }
+    if let Some(plan) = rendered.host(hostname) {
+        for file in &plan.files {
+            files.push(PlannedFile {
+                name: file.reason.clone(),
+                digest: file.digest,
+                size: file.bytes.len() as u64,
+                source: FileSource::Bytes(Arc::new(file.bytes.clone())),
+                path: file.path.clone(),
+                mode: format!("{:04o}", file.mode),
+                staging_dir: None,
+                present: false,
+            });
+        }
+    }
+    Ok(files)
+}
+
+/// One stack's image archive: the images it carries and the archive's size and digest.
+#[derive(Clone, Debug)]
+pub struct StackArchive {
+    pub stack: Stack,
+    pub file_name: String,
+    pub references: Arc<Vec<String>>,
+    pub size: u64,
+    pub digest: Digest,
+}
+
+/// Works out the image archive of every rendered stack that has images. Computing the digest
+/// reads every blob of those images once.
+pub fn stack_archives(
+    bundle: &VerifiedBundle,
+    rendered: &Rendered,
+) -> Result<Vec<StackArchive>, PlanError> {
+    let mut archives = Vec::new();
+    for stack in &rendered.stacks {
+        if stack.images.is_empty() {
+            continue;
+        }
+        let references: Vec<String> = stack
+            .images
+            .iter()
+            .map(|image| image.reference.clone())
+            .collect();
+        let images = bundle_images(bundle, &references)?;
+        let summary = bundle
+            .oci_archive_digest(&images)
+            .map_err(|e| PlanError::Archive(stack.stack, e.to_string()))?;
+        let version = bundle
+            .manifest()
+            .stacks
+            .iter()
+            .find(|s| s.name == stack.stack.name())
+            .map_or_else(|| "unversioned".to_string(), |s| s.version.clone());
+        archives.push(StackArchive {
+            stack: stack.stack,
+            file_name: format!("airlock-{}-{version}.tar", stack.stack),
+            references: Arc::new(references),
+            size: summary.size,
+            digest: summary.digest,
+        });
+    }
+    Ok(archives)
+}
+
+/// Finds the bundle images with these references.
+pub fn bundle_images<'a>(
+    bundle: &'a VerifiedBundle,
+    references: &[String],
+) -> Result<Vec<&'a Image>, PlanError> {
+    references
+        .iter()
+        .map(|reference| {
+            bundle
+                .images()
+                .iter()
+                .find(|image| image.reference == *reference)
+                .ok_or_else(|| PlanError::MissingImage(reference.clone()))
+        })
+        .collect()
+}
+
+/// A stack file that cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the bundle has no chart archive {0}, which a stack's Chart object names")]
+    MissingChart(String),
+    #[error("the bundle has no image {0}, which a stack needs")]
+    MissingImage(String),
+    #[error("cannot build the image archive of the {0} stack: {1}")]
+    Archive(Stack, String),
 }

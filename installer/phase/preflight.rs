@@ -107,21 +107,33 @@ impl Preflight {
     /// Decides the files each host needs and asks each host which it already holds.
     async fn plan_uploads(&self, run: &mut Run) -> Result<(), PhaseError> {
         let bundle = run.bundle();
-        let work: Vec<(usize, _, String, Vec<PlannedFile>)> = run
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(index, node)| {
-                let files = plan::bundle_files(
+        let archives = match &run.stacks {
+            Some(rendered) => {
+                tokio::task::block_in_place(|| plan::stack_archives(bundle, rendered))?
+            }
+            None => Vec::new(),
+        };
+        let mut work: Vec<(usize, _, String, Vec<PlannedFile>)> = Vec::new();
+        for (index, node) in run.nodes.iter().enumerate() {
+            let mut files = plan::bundle_files(
+                bundle,
+                &node.facts.architecture,
+                node.spec.role,
+                &node.spec.data_dir,
+                &node.spec.k0s_install_path,
+            );
+            if let Some(rendered) = &run.stacks {
+                files.extend(plan::stack_files(
                     bundle,
-                    &node.facts.architecture,
+                    rendered,
+                    &archives,
                     node.spec.role,
                     &node.spec.data_dir,
-                    &node.spec.k0s_install_path,
-                );
-                (index, node.host(), node.label(), files)
-            })
-            .collect();
+                    &node.node_name(),
+                )?);
+            }
+            work.push((index, node.host(), node.label(), files));
+        }
         let planned = for_each_host(
             work,
             run.settings.concurrency,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::context::Run;
-use super::plan::{FileSource, PlannedFile};
+use super::plan::{FileSource, PlannedFile, bundle_images};
 use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::bundle::VerifiedBundle;
-use crate::remote::stream::async_reader;
+use crate::remote::stream::{async_pipe, async_reader};
 use crate::remote::{Host, Placement};
 use crate::ui::{Item, format_bytes};
 
@@ -31,7 +31,8 @@ impl Phase<Run> for Upload {
         if pending == 0 {
             run.ui.println("every host holds every file already");
         }
-        let bundle = run.bundle();
+        let bundle = run.shared_bundle();
+        let bundle = &bundle;
         let ui = &run.ui;
         let work: Vec<(usize, Arc<Host>, String, Vec<PlannedFile>)> = run
             .nodes
@@ -100,7 +101,7 @@ impl Phase<Run> for Upload {
 
 async fn upload_one(
     host: &Host,
-    bundle: &VerifiedBundle,
+    bundle: &Arc<VerifiedBundle>,
     file: &PlannedFile,
     item: &Item,
 ) -> anyhow::Result<()> {
@@ -122,6 +123,18 @@ async fn upload_one(
         }
         FileSource::Bytes(bytes) => {
             host.write_verified(placement, &bytes[..], file.size, file.digest, Some(item))
+                .await?;
+        }
+        FileSource::ImageArchive(references) => {
+            let (bundle, references) = (bundle.clone(), references.clone());
+            let reader = async_pipe(move |writer| {
+                let images = bundle_images(&bundle, &references).map_err(std::io::Error::other)?;
+                bundle
+                    .write_oci_archive(&images, writer)
+                    .map(drop)
+                    .map_err(std::io::Error::other)
+            });
+            host.write_verified(placement, reader, file.size, file.digest, Some(item))
                 .await?;
         }
     }

@@ -551,10 +551,76 @@ def node_status(obj, view):
     }
 
 
+def _deployment_available(view, name, namespace=None):
+    """(available, problem) of the Deployment `name`, in `namespace` or in any namespace."""
+    for item in view.items("Deployment", namespace):
+        if item["metadata"]["name"] != name:
+            continue
+        status = view.status_of(item) or {}
+        for condition in status.get("conditions", []):
+            if condition.get("type") == "Available":
+                return condition.get("status") == "True", condition.get("message", "")
+        return False, "Deployment %s has no Available condition" % name
+    return False, "Deployment %s does not exist" % name
+
+
+def kubevirt_status(obj, view):
+    """A KubeVirt CR is Available once virt-operator is available and the components it deploys
+    can run: virt-api and virt-controller on some node, virt-handler (with virt-launcher) on every
+    node that runs workloads. Their images come from spec.imageRegistry and spec.imageTag."""
+    namespace = obj["metadata"].get("namespace")
+    spec = obj.get("spec") or {}
+    operator_ready, problem = _deployment_available(view, "virt-operator", namespace)
+    registry = spec.get("imageRegistry") or "quay.io/kubevirt"
+    tag = spec.get("imageTag") or ""
+    if operator_ready and not tag:
+        operator_ready, problem = False, "spec.imageTag is empty"
+    if operator_ready:
+        image = lambda name: "%s/%s:%s" % (registry, name, tag)
+        control = {"containers": [{"name": "virt-api", "image": image("virt-api")}, {"name": "virt-controller", "image": image("virt-controller")}]}
+        handler = {"containers": [{"name": "virt-handler", "image": image("virt-handler")}, {"name": "virt-launcher", "image": image("virt-launcher")}]}
+        nodes = [node for node in view.schedulable_nodes(handler, daemon=True) if view.node_ready(node)]
+        if not nodes:
+            operator_ready, problem = False, "no Ready node can run virt-handler"
+        for node in nodes:
+            ready, _, message = view.pod_state(handler, node)
+            if not ready:
+                operator_ready, problem = False, "virt-handler: " + message
+                break
+        if operator_ready and not any(view.pod_state(control, node)[0] for node in nodes):
+            operator_ready, problem = False, "virt-api and virt-controller: " + view.pod_state(control, nodes[0])[2]
+    return {
+        "phase": "Deployed" if operator_ready else "Deploying",
+        "observedKubeVirtRegistry": registry,
+        "observedKubeVirtVersion": tag,
+        "conditions": [
+            _condition("Available", operator_ready, "AllComponentsReady" if operator_ready else "DeploymentInProgress", "All components are ready." if operator_ready else problem),
+            _condition("Progressing", not operator_ready, "", ""),
+            _condition("Degraded", False, "", ""),
+        ],
+    }
+
+
+def clusterpolicy_status(obj, view):
+    """The GPU Operator's ClusterPolicy is `ready` once the gpu-operator Deployment is available;
+    the operand DaemonSets are checked on their own by the installer's readiness checks."""
+    ready, problem = _deployment_available(view, "gpu-operator")
+    status = {"state": "ready" if ready else "notReady", "namespace": "gpu-operator"}
+    if not ready:
+        status["conditions"] = [_condition("Ready", False, "OperandNotReady", problem)]
+    return status
+
+
 # (API group, kind) -> function(object, View) returning the object's status. Add a rule here to
-# give a custom resource a status, for example a KubeVirt CR that turns Available when its
-# operator Deployment is ready.
+# give a custom resource a status.
+def namespace_status(obj, view):
+    return {"phase": "Terminating" if obj["metadata"].get("deletionTimestamp") else "Active"}
+
+
 STATUS_RULES = {
+    ("", "Namespace"): namespace_status,
+    ("kubevirt.io", "KubeVirt"): kubevirt_status,
+    ("nvidia.com", "ClusterPolicy"): clusterpolicy_status,
     ("", "Node"): node_status,
     ("", "Pod"): pod_status,
     ("apps", "Deployment"): deployment_status,
