@@ -267,6 +267,21 @@ def age(obj):
 
 
 def print_table(session, objects, kind):
+    """Prints objects as kubectl's tables: one table per kind, separated by a blank line."""
+    kinds = []
+    for obj in objects:
+        if obj.get("kind") not in kinds:
+            kinds.append(obj.get("kind"))
+    if len(kinds) > 1:
+        for index, kind_name in enumerate(kinds):
+            if index:
+                print()
+            _print_kind_table(session, [obj for obj in objects if obj.get("kind") == kind_name])
+        return
+    _print_kind_table(session, objects)
+
+
+def _print_kind_table(session, objects):
     if not objects:
         namespace = session.options.get("namespace")
         if namespace and not session.options.get("all-namespaces"):
@@ -291,6 +306,12 @@ def print_table(session, objects, kind):
         for obj in objects:
             status = obj.get("status") or {}
             rows.append([obj["metadata"]["name"], "%d/%d" % (status.get("readyReplicas", 0), status.get("replicas", 0)), str(status.get("updatedReplicas", 0)), str(status.get("availableReplicas", 0)), age(obj)])
+    elif kind_name == "DaemonSet":
+        header = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+        for obj in objects:
+            status = obj.get("status") or {}
+            counts = ["desiredNumberScheduled", "currentNumberScheduled", "numberReady", "updatedNumberScheduled", "numberAvailable"]
+            rows.append([obj["metadata"]["name"]] + [str(status.get(count, 0)) for count in counts] + [age(obj)])
     elif kind_name == "Pod":
         header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
         for obj in objects:
