@@ -204,6 +204,13 @@ impl BundleImages {
         Ok(BundleImages { by_reference })
     }
 
+    /// Returns the bundle's image of `repository` when the bundle carries exactly one tag of it.
+    fn only_tag_of(&self, repository: &str) -> Option<&(ImageRef, Digest)> {
+        let mut tags = self.by_reference.values().filter(|(image, _)| image.repository() == repository);
+        let first = tags.next();
+        if tags.next().is_some() { None } else { first }
+    }
+
     /// Returns every registry the bundle's images come from, sorted.
     pub fn registries(&self) -> Vec<String> {
         let mut registries: Vec<String> = self
@@ -217,19 +224,23 @@ impl BundleImages {
         registries
     }
 
-    /// Finds the bundle's pin of `wanted`, which must name a tag.
+    /// Finds the bundle's pin of `wanted`, which must name a tag. The listed tag is the version
+    /// airlock was written for; a bundle that carries exactly one other tag of the same
+    /// repository (a newer release for an upgrade) provides that one instead.
     pub fn resolve(
         &self,
         stack: Stack,
         wanted: &ImageRef,
     ) -> Result<(PinnedImage, ImageValues), RenderError> {
-        let (image, digest) = self.by_reference.get(&wanted.tagged()).ok_or_else(|| {
+        let exact = self.by_reference.get(&wanted.tagged());
+        let (image, digest) = exact.or_else(|| self.only_tag_of(&wanted.repository())).ok_or_else(|| {
             RenderError::ImageNotInBundle {
                 stack,
                 reference: wanted.tagged(),
             }
         })?;
         if let Some(listed) = wanted.digest
+            && exact.is_some()
             && listed != *digest
         {
             return Err(RenderError::ImageDigestMismatch {
@@ -295,6 +306,23 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn another_single_tag_of_the_repository_resolves() {
+        let newer = super::super::BundleImage {
+            reference: "quay.io/kubevirt/virt-api:v1.9.1".into(),
+            digest: Digest::of_bytes(b"v1.9.1"),
+        };
+        let images = BundleImages::new(std::slice::from_ref(&newer)).unwrap();
+        let wanted = ImageRef::parse("quay.io/kubevirt/virt-api:v1.9.0").unwrap();
+        let (pinned, values) = images.resolve(Stack::Kubevirt, &wanted).unwrap();
+        assert_eq!(pinned.reference, "quay.io/kubevirt/virt-api:v1.9.1");
+        assert_eq!(values.tag, "v1.9.1");
+
+        let older = super::super::BundleImage { reference: "quay.io/kubevirt/virt-api:v1.8.0".into(), ..newer.clone() };
+        let two = BundleImages::new(&[newer, older]).unwrap();
+        assert!(matches!(two.resolve(Stack::Kubevirt, &wanted), Err(RenderError::ImageNotInBundle { .. })));
     }
 
     #[test]
