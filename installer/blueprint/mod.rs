@@ -1,85 +1,39 @@
-//! The blueprint: the as-built record of a cluster, written after every apply.
+//! The blueprint: what airlock installed, from which artifacts, under which controls.
 //!
-//! `blueprint.yaml` says what was installed, from which bundle, on which hosts: every node with
-//! its role, addresses and facts, and the digest of every file airlock placed on it. It is
-//! written into the output directory and onto every controller, where later runs read it.
+//! Every apply writes four files into `--out` and onto every controller
+//! (`<data-dir>/airlock/`):
+//! - `blueprint.yaml` ([`record`]): the as-built record that `status` compares the cluster with;
+//! - `report.html` ([`report`]): topology, versions and the compliance matrix ([`compliance`]),
+//!   computed from facts checked during the run ([`live`]);
+//! - `sbom.spdx.json` ([`sbom`]): SPDX 2.3 of every deployed artifact;
+//! - `audit.log` and `audit.log.head` ([`audit`]): the hash-chained record of every action,
+//!   appended by every run and copied to the controllers ([`controllers`]).
+//!
+//! `--sign-blueprint KEY` adds minisign signatures of `blueprint.yaml` and `audit.log.head`
+//! ([`sign`]). `airlock status` reports drift between the blueprint and the cluster ([`drift`]).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+pub mod artifacts;
+pub mod audit;
+pub mod compliance;
+pub mod controllers;
+pub mod drift;
+pub mod live;
+pub mod record;
+pub mod report;
+pub mod sbom;
+pub mod sign;
 
-use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
-use crate::digest::Digest;
-
-/// The blueprint format version; a reader refuses versions it does not know.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// The file name of the blueprint, locally and on controllers.
-pub const FILE_NAME: &str = "blueprint.yaml";
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Blueprint {
-    pub format_version: u32,
-    /// When the blueprint was written, RFC 3339 in UTC.
-    pub written_at: String,
-    pub cluster: ClusterRecord,
-    pub bundle: BundleRecord,
-    pub k0s: K0sRecord,
-    pub nodes: Vec<NodeRecord>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterRecord {
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BundleRecord {
-    pub name: String,
-    pub version: u64,
-    /// The sha256 of the bundle's `bundle.yaml`, which covers every byte of the bundle.
-    pub digest: Digest,
-    /// The minisign key id that signed the bundle; `None` for a bundle accepted unsigned.
-    pub signing_key_id: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct K0sRecord {
-    pub version: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeRecord {
-    /// The Kubernetes node name.
-    pub name: String,
-    pub role: String,
-    pub address: String,
-    pub port: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_address: Option<String>,
-    pub os: String,
-    pub kernel: String,
-    pub architecture: String,
-    pub cpus: u32,
-    pub memory_bytes: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gpus: Vec<String>,
-    pub k0s_version: String,
-    /// Every file airlock placed on the host, by path.
-    pub files: BTreeMap<String, Digest>,
-}
+pub use record::{Blueprint, FILE_NAME, FORMAT_VERSION};
+pub use sign::SigningKey;
 
 /// A blueprint that cannot be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BlueprintError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
-        path: String,
+        path: PathBuf,
         source: std::io::Error,
     },
     #[error("the blueprint is not valid YAML: {0}")]
@@ -88,37 +42,18 @@ pub enum BlueprintError {
     FormatVersion(u32),
 }
 
-impl Blueprint {
-    pub fn to_yaml(&self) -> Result<String, BlueprintError> {
-        Ok(format!(
-            "# The as-built record of cluster {}, written by airlock. Do not edit: `airlock status`\n\
-             # compares the cluster with it.\n{}",
-            self.cluster.name,
-            yaml_serde::to_string(self)?
-        ))
-    }
-
-    pub fn parse(text: &str) -> Result<Blueprint, BlueprintError> {
-        let blueprint: Blueprint = yaml_serde::from_str(text)?;
-        if blueprint.format_version != FORMAT_VERSION {
-            return Err(BlueprintError::FormatVersion(blueprint.format_version));
-        }
-        Ok(blueprint)
-    }
-
-    /// Writes `blueprint.yaml` into `dir` atomically, creating the directory.
-    pub fn write_to(&self, dir: &Path) -> Result<(), BlueprintError> {
-        let path = dir.join(FILE_NAME);
-        let error = |source| BlueprintError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(error)?;
-        let temporary = dir.join(format!(".{FILE_NAME}.tmp"));
-        std::fs::write(&temporary, self.to_yaml()?).map_err(error)?;
-        std::fs::rename(&temporary, &path).map_err(error)?;
-        Ok(())
-    }
+/// Writes `content` to `dir/name` through a temporary file and a rename, creating `dir`.
+pub fn write_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), BlueprintError> {
+    let path = dir.join(name);
+    let error = |source| BlueprintError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(error)?;
+    let temporary = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temporary, content).map_err(error)?;
+    std::fs::rename(&temporary, &path).map_err(error)?;
+    Ok(())
 }
 
 /// The current time in RFC 3339, UTC, to the second.

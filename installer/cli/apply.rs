@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::config::load_error;
+use super::key::load_secret_key;
 use super::{CliError, CliResult, Status};
+use crate::blueprint::SigningKey;
 use crate::bundle::{Bundle, PublicKey, TrustPolicy};
 use crate::config::Cluster;
 use crate::phase::{self, PhaseError, Run, RunSettings};
@@ -48,9 +50,13 @@ pub struct ApplyArgs {
     /// (30 minutes for the GPU Operator, which may compile drivers).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub stack_timeout: Option<Duration>,
-    /// The directory that receives the blueprint.
+    /// The directory that receives the blueprint, the report, the SBOM and the audit log.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
     pub out: PathBuf,
+    /// Sign blueprint.yaml and the audit log head with this minisign secret key; its password
+    /// is read from AIRLOCK_KEY_PASSWORD or a prompt.
+    #[arg(long, value_name = "KEY")]
+    pub sign_blueprint: Option<PathBuf>,
 }
 
 /// How airlock reaches the hosts; shared by every command that connects.
@@ -89,6 +95,12 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
     let cluster = Cluster::load(&args.configs).map_err(load_error)?;
     let trust = trust_policy(&cluster, &args.keys, args.allow_unsigned)?;
     let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
+    // The key is loaded first, so that a wrong password fails before any host is touched.
+    let blueprint_key = args
+        .sign_blueprint
+        .as_deref()
+        .map(|path| load_secret_key(path).map(SigningKey::new))
+        .transpose()?;
     let settings = RunSettings {
         dry_run: args.dry_run,
         concurrency: usize::from(args.concurrency),
@@ -98,13 +110,17 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
         connect: args.connection.connect_options(),
         ready_timeout: args.ready_timeout,
         stack_timeout: args.stack_timeout,
+        blueprint_key,
     };
     let description = node_summary(&cluster);
     let mut run = Run::new(cluster, bundle, trust, settings, ui.clone(), "apply");
     let mut phases = phase::apply();
-    phase::run_phases(&mut phases, &mut run, ui, args.dry_run)
-        .await
-        .map_err(phase_error)?;
+    if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
+        if !args.dry_run {
+            phase::record_failure(&mut run, &error).await;
+        }
+        return Err(phase_error(error));
+    }
 
     let elapsed = format_duration(ui.elapsed());
     if args.dry_run {

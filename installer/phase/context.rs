@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::facts::Facts;
 use super::plan::PlannedFile;
+use crate::blueprint::SigningKey;
+use crate::blueprint::audit::{AuditTrail, Draft, RESULT_OK, RunIdentity};
 use crate::bundle::{Bundle, TrustPolicy, VerifiedBundle};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::digest::Digest;
@@ -31,6 +33,8 @@ pub struct RunSettings {
     pub ready_timeout: Duration,
     /// A limit for every stack readiness check, in place of each stack's own.
     pub stack_timeout: Option<Duration>,
+    /// The key that signs the blueprint and the audit log head, from `--sign-blueprint`.
+    pub blueprint_key: Option<SigningKey>,
 }
 
 /// One host of the cluster file and what this run learned and did there.
@@ -103,6 +107,8 @@ pub struct Run {
     pub leader: usize,
     /// Events of this run for the blueprint, in order.
     pub record: Vec<RecordedAction>,
+    /// The audit log that [`Run::record`] appends to.
+    pub audit: AuditTrail,
     /// The stacks rendered for this cluster; set by the phase that renders them.
     pub stacks: Option<Rendered>,
     /// Per stack, what its readiness checks last saw; set by the phase that installs the stacks.
@@ -167,6 +173,7 @@ impl Run {
             owner: LockOwner::this_process(purpose),
             leader,
             record: Vec::new(),
+            audit: AuditTrail::new(RunIdentity::this_process(purpose)),
             stacks: None,
             stack_status: BTreeMap::new(),
         }
@@ -212,7 +219,7 @@ impl Run {
         self.settings.dry_run
     }
 
-    /// Records an action for the blueprint and logs it.
+    /// Records an action in the audit log and for the blueprint, and logs it.
     pub fn record(
         &mut self,
         phase: &'static str,
@@ -222,6 +229,14 @@ impl Run {
     ) {
         let action = action.into();
         tracing::debug!(phase, host, %action, "done");
+        self.audit.record(Draft {
+            time: crate::blueprint::now_rfc3339(),
+            phase: phase.to_string(),
+            host: host.to_string(),
+            action: action.clone(),
+            digest,
+            result: RESULT_OK.to_string(),
+        });
         self.record.push(RecordedAction {
             phase,
             host: host.to_string(),

@@ -37,6 +37,27 @@ impl Phase<Run> for ApplyManifests {
                 })?;
             run.ui.println(&format!("applied {}", manifest.origin));
         }
+        let label = run.leader().label();
+        let applied: Vec<_> = run
+            .cluster
+            .manifests
+            .iter()
+            .map(|manifest| {
+                let action = format!(
+                    "apply {} {} from {}",
+                    manifest.kind,
+                    manifest.name.as_deref().unwrap_or("(unnamed)"),
+                    manifest.origin
+                );
+                (
+                    action,
+                    crate::digest::Digest::of_bytes(manifest.text.as_bytes()),
+                )
+            })
+            .collect();
+        for (action, digest) in applied {
+            run.record(self.title(), &label, action, Some(digest));
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! form), and when a phase fails, runs the clean-up of every phase that already ran, in reverse
 //! order, before returning the error with the failed phase's title.
 
+mod audit_log;
 mod configure_k0s;
 mod connect;
 pub mod context;
@@ -33,6 +34,8 @@ use async_trait::async_trait;
 pub use context::{Node, RecordedAction, Run, RunSettings, StackOutcome};
 pub use facts::{Facts, Gpu};
 pub use hosts::{HostFailure, HostFailures, for_each_host, for_each_host_settled};
+pub use k0s_ops::K0sPaths;
+pub use write_blueprint::record_failure;
 
 use crate::ui::{Ui, format_duration};
 
@@ -42,6 +45,7 @@ pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
         Box::new(verify_bundle::VerifyBundle),
         Box::new(connect::Connect),
         Box::new(lock::Lock),
+        Box::new(audit_log::OpenAuditLog),
         Box::new(gather_facts::GatherFacts),
         Box::new(render_stacks::RenderStacks),
         Box::new(preflight::Preflight),

@@ -68,11 +68,23 @@ impl Phase<Run> for Upload {
         )
         .await?;
 
+        let mut uploaded = Vec::new();
         for node in &mut run.nodes {
+            let label = node.label();
             for file in &mut node.uploads {
+                if !file.present {
+                    uploaded.push((
+                        label.clone(),
+                        format!("place {} at {}", file.name, file.path),
+                        file.digest,
+                    ));
+                }
                 file.present = true;
                 node.placed.insert(file.path.clone(), file.digest);
             }
+        }
+        for (label, action, digest) in uploaded {
+            run.record(self.title(), &label, action, Some(digest));
         }
         Ok(())
     }

@@ -372,20 +372,24 @@ pub fn sandbox_resource_name(pci_name: Option<&str>, device_id: &str) -> String 
         .collect()
 }
 
+/// The node label each `residency` field sets, in the order jurisdiction, region, zone, site.
+pub const RESIDENCY_LABELS: [(&str, &str); 4] = [
+    ("jurisdiction", "airlock.io/jurisdiction"),
+    ("region", "topology.kubernetes.io/region"),
+    ("zone", "topology.kubernetes.io/zone"),
+    ("site", "airlock.io/site"),
+];
+
 fn residency_labels(input: &StackInput) -> Result<BTreeMap<String, String>, RenderError> {
     let residency = &input.residency;
-    let fields = [
-        (
-            "jurisdiction",
-            "airlock.io/jurisdiction",
-            &residency.jurisdiction,
-        ),
-        ("region", "topology.kubernetes.io/region", &residency.region),
-        ("zone", "topology.kubernetes.io/zone", &residency.zone),
-        ("site", "airlock.io/site", &residency.site),
+    let values = [
+        &residency.jurisdiction,
+        &residency.region,
+        &residency.zone,
+        &residency.site,
     ];
     let mut labels = BTreeMap::new();
-    for (field, key, value) in fields {
+    for ((field, key), value) in RESIDENCY_LABELS.into_iter().zip(values) {
         let Some(value) = value else { continue };
         if !is_label_value(value) {
             return Err(RenderError::InvalidSetting {

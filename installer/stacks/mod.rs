@@ -20,7 +20,7 @@ mod templates;
 mod validate;
 
 pub use containerd::{DropInProblem, check_containerd_drop_in};
-pub use context::sandbox_resource_name;
+pub use context::{RESIDENCY_LABELS, sandbox_resource_name};
 pub use hosts::DROP_IN_DIRS;
 pub use images::{ImageRef, ImageRefError};
 pub use input::*;

@@ -1,0 +1,388 @@
+//! What the live cluster holds, as airlock reads it over SSH: the API objects the compliance
+//! matrix and `status` look at (one `k0s kubectl get` on a controller), and per host the k0s
+//! state and the sha256 of every file the blueprint lists (one shell script per host).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::shell::quote;
+use crate::stacks::{Readiness, ReadinessCheck};
+
+/// The resource types one snapshot lists, all namespaces at once.
+pub const SNAPSHOT_RESOURCES: &str = "nodes,namespaces,pods,networkpolicies,resourcequotas,\
+     validatingadmissionpolicies,validatingadmissionpolicybindings";
+
+/// The `kubectl` arguments of a snapshot.
+pub fn snapshot_arguments() -> String {
+    format!("get {SNAPSHOT_RESOURCES} -A -o json")
+}
+
+/// The `kubectl` arguments that print the cluster id as k0sctl reads it.
+pub const CLUSTER_ID_ARGUMENTS: &str =
+    "get -n kube-system namespace kube-system -o template={{.metadata.uid}}";
+
+/// Output of `kubectl get` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected kubectl output: {0}")]
+pub struct SnapshotError(String);
+
+/// A node as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveNode {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub kubelet_version: String,
+}
+
+/// A pod and the images of its containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LivePod {
+    pub namespace: String,
+    pub name: String,
+    pub node: Option<String>,
+    pub images: Vec<String>,
+}
+
+/// Any other object: what the checks need from its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveObject {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// For a ValidatingAdmissionPolicyBinding, the policy it binds.
+    pub policy_name: Option<String>,
+}
+
+/// One snapshot of the API objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveCluster {
+    pub nodes: Vec<LiveNode>,
+    pub pods: Vec<LivePod>,
+    pub objects: Vec<LiveObject>,
+}
+
+impl LiveCluster {
+    /// Parses the JSON `List` printed by `kubectl get ... -o json`.
+    pub fn parse(json: &[u8]) -> Result<LiveCluster, SnapshotError> {
+        let list: Value =
+            serde_json::from_slice(json).map_err(|error| SnapshotError(error.to_string()))?;
+        let items = list["items"]
+            .as_array()
+            .ok_or_else(|| SnapshotError("no items list".to_string()))?;
+        let mut cluster = LiveCluster::default();
+        for item in items {
+            let metadata = &item["metadata"];
+            let name = metadata["name"].as_str().unwrap_or_default().to_string();
+            let labels = string_map(&metadata["labels"]);
+            match item["kind"].as_str().unwrap_or_default() {
+                "Node" => cluster.nodes.push(LiveNode {
+                    name,
+                    labels,
+                    ready: item["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+                    kubelet_version: item["status"]["nodeInfo"]["kubeletVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                }),
+                "Pod" => cluster.pods.push(LivePod {
+                    namespace: metadata["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    name,
+                    node: item["spec"]["nodeName"].as_str().map(str::to_string),
+                    images: ["initContainers", "containers", "ephemeralContainers"]
+                        .iter()
+                        .flat_map(|section| item["spec"][section].as_array().into_iter().flatten())
+                        .filter_map(|container| container["image"].as_str())
+                        .map(str::to_string)
+                        .collect(),
+                }),
+                kind => cluster.objects.push(LiveObject {
+                    kind: kind.to_string(),
+                    namespace: metadata["namespace"].as_str().map(str::to_string),
+                    name,
+                    labels,
+                    policy_name: item["spec"]["policyName"].as_str().map(str::to_string),
+                }),
+            }
+        }
+        Ok(cluster)
+    }
+
+    pub fn objects_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a LiveObject> {
+        self.objects
+            .iter()
+            .filter(move |object| object.kind == kind)
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&LiveObject> {
+        self.objects_of("Namespace")
+            .find(|object| object.name == name)
+    }
+
+    /// Returns whether an object of `kind` named `name` exists, in `namespace` when given.
+    pub fn has(&self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
+        self.objects_of(kind).any(|object| {
+            object.name == name && (namespace.is_none() || object.namespace.as_deref() == namespace)
+        })
+    }
+
+    /// Returns whether the snapshot lists objects of `kind` at all, so that absence means absent.
+    pub fn lists_kind(kind: &str) -> bool {
+        matches!(
+            kind,
+            "Namespace"
+                | "NetworkPolicy"
+                | "ResourceQuota"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
+        )
+    }
+}
+
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
+        .collect()
+}
+
+/// The k0s state and file digests of one host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostObservation {
+    /// The output of `k0s version`, when the binary exists.
+    pub k0s_version: Option<String>,
+    /// Whether `k0s status` answers, which it does only while the service runs.
+    pub k0s_running: bool,
+    /// The role `k0s status` reports.
+    pub k0s_role: Option<String>,
+    /// Path → sha256, or `None` for a missing file.
+    pub files: BTreeMap<String, Option<Digest>>,
+}
+
+/// Builds the script that prints a host's k0s state and the sha256 of each of `paths`.
+pub fn observation_script(k0s_binary: &str, paths: &[&str]) -> String {
+    let k0s = quote(k0s_binary);
+    let mut script = format!(
+        "if [ -x {k0s} ]; then echo \"version=$({k0s} version 2>/dev/null)\"; \
+         status=$({k0s} status -o json 2>/dev/null | tr -d '\\n'); \
+         [ -n \"$status\" ] && echo \"status=$status\"; fi\n"
+    );
+    for path in paths {
+        let quoted = quote(path);
+        script.push_str(&format!(
+            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$(sha256sum < {quoted} | cut -d' ' -f1)\"; else echo file=missing; fi\n"
+        ));
+    }
+    script.push_str("true\n");
+    script
+}
+
+/// Parses the output of [`observation_script`] for the same `paths`.
+pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation, SnapshotError> {
+    let mut observation = HostObservation::default();
+    let mut digests = Vec::new();
+    for line in output.lines() {
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| SnapshotError(format!("unexpected line {line:?}")))?;
+        match key {
+            "version" => {
+                observation.k0s_version = Some(value.trim().to_string()).filter(|v| !v.is_empty())
+            }
+            "status" => {
+                let status: Value = serde_json::from_str(value)
+                    .map_err(|error| SnapshotError(format!("k0s status: {error}")))?;
+                observation.k0s_running = true;
+                observation.k0s_role = status["Role"].as_str().map(str::to_string);
+            }
+            "file" if value == "missing" => digests.push(None),
+            "file" => digests.push(Some(
+                Digest::from_hex(value.trim()).map_err(|error| SnapshotError(error.to_string()))?,
+            )),
+            _ => return Err(SnapshotError(format!("unexpected line {line:?}"))),
+        }
+    }
+    if digests.len() != paths.len() {
+        return Err(SnapshotError(format!(
+            "expected {} file digests, got {}",
+            paths.len(),
+            digests.len()
+        )));
+    }
+    observation.files = paths
+        .iter()
+        .map(|path| path.to_string())
+        .zip(digests)
+        .collect();
+    Ok(observation)
+}
+
+/// The `kubectl` arguments that read the object a readiness check polls.
+pub fn readiness_arguments(check: &ReadinessCheck) -> String {
+    let namespace = check
+        .namespace
+        .as_ref()
+        .map(|namespace| format!(" -n {}", quote(namespace)))
+        .unwrap_or_default();
+    format!(
+        "get {} {}{namespace} -o json",
+        quote(&check.kind),
+        quote(&check.name)
+    )
+}
+
+/// Evaluates a readiness check against the object `kubectl get` returned; `None` when ready,
+/// else what is missing.
+pub fn readiness_problem(check: &ReadinessCheck, object: &Value) -> Option<String> {
+    match &check.condition {
+        Readiness::Exists => None,
+        Readiness::Condition { condition, status } => {
+            let found = object["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == condition.as_str());
+            match found {
+                Some(c) if c["status"] == status.as_str() => None,
+                Some(c) => Some(format!(
+                    "condition {condition} is {}: {}",
+                    c["status"].as_str().unwrap_or("unknown"),
+                    c["message"].as_str().unwrap_or("")
+                )),
+                None => Some(format!("no condition {condition}")),
+            }
+        }
+        Readiness::Field { field, equals } => {
+            let value = object.pointer(field);
+            let text = match value {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => return Some(format!("{field} is not set")),
+            };
+            (text != *equals).then(|| format!("{field} is {text}, not {equals}"))
+        }
+        Readiness::RolledOut => rolled_out_problem(object),
+    }
+}
+
+fn rolled_out_problem(object: &Value) -> Option<String> {
+    let number = |value: &Value| value.as_u64().unwrap_or(0);
+    let status = &object["status"];
+    if number(&status["observedGeneration"]) < number(&object["metadata"]["generation"]) {
+        return Some("the newest generation is not observed yet".to_string());
+    }
+    let (desired, updated, available) = if object["kind"] == "DaemonSet" {
+        (
+            number(&status["desiredNumberScheduled"]),
+            number(&status["updatedNumberScheduled"]),
+            number(&status["numberAvailable"]),
+        )
+    } else {
+        let desired = object["spec"]["replicas"].as_u64().unwrap_or(1);
+        (
+            desired,
+            number(&status["updatedReplicas"]),
+            number(&status["availableReplicas"]),
+        )
+    };
+    (updated < desired || available < desired)
+        .then(|| format!("{available} of {desired} available, {updated} updated"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn snapshot_sorts_items_by_kind() {
+        let json = serde_json::json!({"kind": "List", "items": [
+            {"kind": "Node", "metadata": {"name": "lab-2", "labels": {"airlock.io/site": "a"}},
+             "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                        "nodeInfo": {"kubeletVersion": "v1.35.3+k0s"}}},
+            {"kind": "Pod", "metadata": {"name": "p", "namespace": "kube-system"},
+             "spec": {"nodeName": "lab-2", "initContainers": [{"image": "a:1"}],
+                      "containers": [{"image": "b:2"}]}},
+            {"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "x-binding"},
+             "spec": {"policyName": "x"}},
+        ]});
+        let live = LiveCluster::parse(json.to_string().as_bytes()).unwrap();
+        assert!(live.nodes[0].ready);
+        assert_eq!(live.nodes[0].labels["airlock.io/site"], "a");
+        assert_eq!(live.pods[0].images, ["a:1", "b:2"]);
+        assert_eq!(live.objects[0].policy_name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn observation_reads_files_in_order() {
+        let hex = "a".repeat(64);
+        let output = format!(
+            "version=v1.35.3+k0s.0\nstatus={{\"Role\":\"worker\",\"Pid\":1}}\nfile={hex}\nfile=missing\n"
+        );
+        let observation = parse_observation(&output, &["/a", "/b"]).unwrap();
+        assert!(observation.k0s_running);
+        assert_eq!(observation.k0s_role.as_deref(), Some("worker"));
+        assert_eq!(
+            observation.files["/a"],
+            Some(Digest::from_hex(&hex).unwrap())
+        );
+        assert_eq!(observation.files["/b"], None);
+    }
+
+    #[test]
+    fn observation_with_missing_digests_is_an_error() {
+        assert!(parse_observation("version=v1\n", &["/a"]).is_err());
+    }
+
+    fn check(condition: Readiness) -> ReadinessCheck {
+        ReadinessCheck {
+            kind: "deployment.apps".into(),
+            namespace: Some("observability".into()),
+            name: "grafana".into(),
+            condition,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn readiness_conditions_and_fields() {
+        let object = serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 1,
+                       "phase": "Deployed",
+                       "conditions": [{"type": "Available", "status": "False", "message": "1 of 2"}]},
+        });
+        let available = check(Readiness::Condition {
+            condition: "Available".into(),
+            status: "True".into(),
+        });
+        assert_eq!(
+            readiness_problem(&available, &object).as_deref(),
+            Some("condition Available is False: 1 of 2")
+        );
+        let phase = check(Readiness::Field {
+            field: "/status/phase".into(),
+            equals: "Deployed".into(),
+        });
+        assert_eq!(readiness_problem(&phase, &object), None);
+        assert_eq!(
+            readiness_problem(&check(Readiness::RolledOut), &object).as_deref(),
+            Some("1 of 2 available, 2 updated")
+        );
+        assert_eq!(readiness_problem(&check(Readiness::Exists), &object), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! Phase "Open the audit log": continue the hash chain where the last run left it.
+//!
+//! The log lives in `--out` and on every controller. This phase reads the local copy and the
+//! line count and last-line digest of each controller's copy. A local copy that lags behind a
+//! controller's (another machine ran airlock since) is brought up to it by appending the lines
+//! it lacks, and a missing local copy is fetched whole; copies that are not prefixes of one
+//! another stop the run, because one of them was changed. With no copy anywhere, the chain
+//! starts at the bundle digest. Entries recorded by earlier phases are appended once the log is
+//! open.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::context::Run;
+use super::{HostFailure, Phase, PhaseError, for_each_host};
+use crate::blueprint::audit::{self, AuditLog, AuditLogError, Head};
+use crate::blueprint::controllers::{self, RemoteLogError};
+use crate::remote::Host;
+
+pub struct OpenAuditLog;
+
+/// A controller's copy of the log.
+struct Copy {
+    host: Arc<Host>,
+    label: String,
+    path: String,
+    head: Option<Head>,
+}
+
+/// Reads the head of every controller's copy.
+async fn controller_copies(run: &Run) -> Result<Vec<Copy>, PhaseError> {
+    let controllers: Vec<_> = run
+        .nodes
+        .iter()
+        .filter(|node| node.spec.role.is_controller())
+        .map(|node| {
+            (
+                node.host(),
+                node.label(),
+                controllers::remote_path(&node.spec.data_dir, audit::FILE_NAME),
+            )
+        })
+        .collect();
+    let copies = for_each_host(
+        controllers,
+        run.settings.concurrency,
+        |(host, label, path)| async move {
+            match controllers::log_head(&host, &path).await {
+                Ok(head) => Ok(Copy {
+                    host,
+                    label,
+                    path,
+                    head,
+                }),
+                Err(error) => Err(HostFailure::new(label, error)),
+            }
+        },
+    )
+    .await?;
+    Ok(copies)
+}
+
+/// Brings the local log at `path` up to the longest controller copy. Returns where the log
+/// continues from, for the message.
+async fn catch_up(path: &Path, copies: &[Copy]) -> Result<String, PhaseError> {
+    let local = audit::read_log(path)?;
+    let verified = match &local {
+        Some(text) => Some(audit::verify(text, None).map_err(|source| {
+            PhaseError::new(AuditLogError::Broken {
+                path: path.to_path_buf(),
+                source,
+            })
+            .with_help(format!(
+                "`airlock audit verify {}` shows the broken line; keep the file as evidence, move it away, and run again to continue from the controllers' copy",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let local_lines = verified.as_ref().map_or(0, |v| v.entries.len() as u64);
+    let longest = copies
+        .iter()
+        .filter_map(|copy| copy.head.map(|head| (copy, head)))
+        .max_by_key(|(_, head)| head.lines);
+
+    let source = match (longest, &verified) {
+        (Some((copy, head)), _) if head.lines > local_lines => {
+            if let Some(local_head) = verified.as_ref().and_then(|v| v.head()) {
+                let at = controllers::line_digest_at(&copy.host, &copy.path, local_lines).await;
+                if at.map_err(|e| HostFailure::new(copy.label.clone(), e).into_error())?
+                    != Some(local_head.digest)
+                {
+                    return Err(diverged(RemoteLogError::Diverged {
+                        host: copy.label.clone(),
+                        path: copy.path.clone(),
+                        remote: local_lines,
+                    }));
+                }
+            }
+            let missing = controllers::read_log_after(&copy.host, &copy.path, local_lines)
+                .await
+                .map_err(|e| HostFailure::new(copy.label.clone(), e).into_error())?;
+            append_local(path, local.as_deref().unwrap_or_default(), &missing)?;
+            format!(
+                "continued from the copy on {} ({} entries)",
+                copy.label, head.lines
+            )
+        }
+        _ => match &verified {
+            Some(verified) => format!("{} entries in {}", verified.entries.len(), path.display()),
+            None => "a new log, chained to the bundle digest".to_string(),
+        },
+    };
+
+    // Every copy must now be a prefix of the local log.
+    let text = audit::read_log(path)?.unwrap_or_default();
+    let verified = audit::verify(&text, None).map_err(|source| {
+        PhaseError::new(RemoteLogError::Broken {
+            host: "the controllers' copy".to_string(),
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })
+    })?;
+    for copy in copies {
+        if let Some(head) = &copy.head {
+            controllers::check_prefix(&copy.label, &copy.path, head, &verified.digests)
+                .map_err(diverged)?;
+        }
+    }
+    Ok(source)
+}
+
+/// Appends the lines `missing` to the local log whose current text is `current`, after checking
+/// that the result verifies.
+fn append_local(path: &Path, current: &str, missing: &str) -> Result<(), PhaseError> {
+    let combined = format!("{current}{missing}");
+    audit::verify(&combined, None).map_err(|source| {
+        PhaseError::new(AuditLogError::Broken {
+            path: path.to_path_buf(),
+            source,
+        })
+        .with_help("the controller's copy of the audit log does not verify; run `airlock audit verify` on it")
+    })?;
+    use std::io::Write;
+    let write_error = |source| AuditLogError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(write_error)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(write_error)?;
+    file.write_all(missing.as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(write_error)?;
+    Ok(())
+}
+
+fn diverged(error: RemoteLogError) -> PhaseError {
+    PhaseError::new(error).with_help(
+        "copies of the audit log differ: verify each with `airlock audit verify`, keep the genuine one as --out/audit.log, and move the others away",
+    )
+}
+
+#[async_trait]
+impl Phase<Run> for OpenAuditLog {
+    fn title(&self) -> &'static str {
+        "Open the audit log"
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let path = run.settings.out_dir.join(audit::FILE_NAME);
+        let copies = controller_copies(run).await?;
+        let source = catch_up(&path, &copies).await?;
+        let log = AuditLog::open(&path, run.bundle().digest())?;
+        run.ui
+            .println(&format!("audit log {}: {source}", path.display()));
+        run.audit.attach(log);
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let path = run.settings.out_dir.join(audit::FILE_NAME);
+        let local = audit::read_log(&path)?;
+        let lines = local.as_deref().map_or(0, |text| text.lines().count());
+        let copies = controller_copies(run).await?;
+        let remote: Vec<String> = copies
+            .iter()
+            .map(|copy| match copy.head {
+                Some(head) => format!("{} holds {} entries", copy.label, head.lines),
+                None => format!("{} holds none", copy.label),
+            })
+            .collect();
+        run.ui.println(&format!(
+            "would append to {} ({lines} entries; {})",
+            path.display(),
+            remote.join(", ")
+        ));
+        Ok(())
+    }
+}
