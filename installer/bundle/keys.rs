@@ -454,6 +454,30 @@ pub fn check_signature(
     })
 }
 
+/// Checks a signature of any file made by this key, as `minisign -V` does, and returns its
+/// trusted comment.
+pub fn verify_detached(
+    key: &PublicKey,
+    data: &[u8],
+    signature: &[u8],
+) -> Result<String, SignatureError> {
+    let signature = parse_signature(signature)?;
+    let key_id = KeyId::from_slice(signature.keynum());
+    if key_id != key.id() {
+        return Err(SignatureError::UntrustedKey {
+            key_id,
+            trusted: vec![key.id()],
+        });
+    }
+    minisign::verify(&key.key, &signature, Cursor::new(data), true, false, false)
+        .map_err(|_| SignatureError::Invalid { key_id })?;
+    signature
+        .trusted_comment()
+        .map_err(|error| SignatureError::Malformed {
+            reason: error.to_string(),
+        })
+}
+
 /// Checks the bundle fields of a trusted comment. A comment written by `minisign -S` has none
 /// and passes. One written by airlock must name this bundle, so that a signature moved to another
 /// bundle's manifest is noticed.

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{CliError, CliResult};
+use super::apply::ConnectionArgs;
+use super::config::load_error;
+use super::status::{connect_hosts, fetch_blueprints, newest_blueprint};
+use super::{CliError, CliResult, Status};
+use crate::config::Cluster;
 use crate::ui::Ui;
 
 #[derive(Debug, Subcommand)]
@@ -24,10 +28,10 @@ pub struct ShowArgs {
     )]
     pub configs: Vec<PathBuf>,
     /// The output format.
-    #[arg(long, value_enum, default_value_t = DocumentFormat::Yaml)]
+    #[arg(short = 'o', long, value_enum, default_value_t = DocumentFormat::Yaml)]
     pub output: DocumentFormat,
     #[command(flatten)]
-    pub connection: super::apply::ConnectionArgs,
+    pub connection: ConnectionArgs,
 }
 
 /// The format of a document printed on standard output.
@@ -37,8 +41,44 @@ pub enum DocumentFormat {
     Json,
 }
 
-pub async fn run(command: BlueprintCommand, _ui: &Ui) -> CliResult {
+pub async fn run(command: BlueprintCommand, ui: &Ui) -> CliResult {
     match command {
-        BlueprintCommand::Show(_) => Err(CliError::not_implemented("blueprint show")),
+        BlueprintCommand::Show(args) => show(args, ui).await,
     }
+}
+
+/// Prints the newest blueprint the controllers hold, warning about controllers whose copy
+/// differs.
+async fn show(args: ShowArgs, ui: &Ui) -> CliResult {
+    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let controllers = connect_hosts(&cluster, &args.connection, 10, |host| {
+        host.role.is_controller()
+    })
+    .await?;
+    for controller in &controllers {
+        if let Err(reason) = &controller.host {
+            ui.warn(&format!("{}: {reason}", controller.label()));
+        }
+    }
+    let copies = fetch_blueprints(&controllers).await;
+    let (source, blueprint) = newest_blueprint(&copies)?;
+    for (label, copy) in &copies {
+        match copy {
+            Ok(copy) if *copy != blueprint => ui.warn(&format!(
+                "{label} holds another blueprint (written {}); showing the one from {source}",
+                copy.written_at
+            )),
+            Ok(_) => {}
+            Err(reason) => ui.warn(&format!("{label}: {reason}")),
+        }
+    }
+    let text = match args.output {
+        DocumentFormat::Yaml => blueprint.to_yaml().map_err(CliError::internal)?,
+        DocumentFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&blueprint).map_err(CliError::internal)?
+        ),
+    };
+    print!("{text}");
+    Ok(Status::Success)
 }

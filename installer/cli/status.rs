@@ -1,10 +1,28 @@
 //! `airlock status`: drift between the live cluster and its blueprint.
+//!
+//! The blueprint comes from the controllers (the newest copy when they differ). Every host is
+//! then read over SSH (k0s version and state, the sha256 of every file the blueprint lists), and
+//! the first controller whose k0s runs answers for the cluster: nodes, stack readiness checks,
+//! policies and the cluster id. Each difference is printed under its host.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
+use futures::stream::{self, StreamExt};
 
-use super::{CliError, CliResult};
+use super::apply::ConnectionArgs;
+use super::config::load_error;
+use super::{CliError, CliResult, Status};
+use crate::blueprint::controllers::remote_path;
+use crate::blueprint::drift::{self, Finding, Observed};
+use crate::blueprint::live::{self, HostObservation, LiveCluster, LiveObject};
+use crate::blueprint::{self, Blueprint};
+use crate::config::{Cluster, Host as HostSpec};
+use crate::phase::K0sPaths;
+use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
+use crate::shell::quote;
 use crate::ui::Ui;
 
 #[derive(Debug, Args)]
@@ -18,9 +36,368 @@ pub struct StatusArgs {
     )]
     pub configs: Vec<PathBuf>,
     #[command(flatten)]
-    pub connection: super::apply::ConnectionArgs,
+    pub connection: ConnectionArgs,
+    /// The maximum number of hosts read at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
 }
 
-pub async fn run(_args: StatusArgs, _ui: &Ui) -> CliResult {
-    Err(CliError::not_implemented("status"))
+/// A host of the cluster file and its connection, or why there is none.
+pub struct Connected {
+    pub spec: HostSpec,
+    pub host: Result<Arc<Host>, String>,
+}
+
+impl Connected {
+    pub fn label(&self) -> String {
+        self.spec.to_string()
+    }
+}
+
+/// Connects to every host `select` picks, `concurrency` at a time; a host that cannot be
+/// reached carries the reason instead of failing the others.
+pub async fn connect_hosts(
+    cluster: &Cluster,
+    connection: &ConnectionArgs,
+    concurrency: usize,
+    select: impl Fn(&HostSpec) -> bool,
+) -> Result<Vec<Connected>, CliError> {
+    let known_hosts =
+        KnownHosts::load(&connection.known_hosts_path()).map_err(CliError::failure)?;
+    let policy = HostKeyPolicy::new(known_hosts, connection.accept_new_host_keys);
+    let options = connection.connect_options();
+    let specs: Vec<HostSpec> = cluster
+        .hosts
+        .iter()
+        .filter(|h| select(h))
+        .cloned()
+        .collect();
+    Ok(stream::iter(specs)
+        .map(|spec| {
+            let policy = policy.clone();
+            let options = &options;
+            async move {
+                let target = SshTarget {
+                    address: spec.ssh.address.to_string(),
+                    port: spec.ssh.port,
+                    user: spec.ssh.user.clone(),
+                    key_path: spec.ssh.key_path.clone(),
+                };
+                let host = Session::connect(&target, &policy, options)
+                    .await
+                    .map(|session| Arc::new(Host::new(session, target.user != "root")))
+                    .map_err(|error| format!("{error:#}"));
+                Connected { spec, host }
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await)
+}
+
+/// The blueprint copies of the controllers, newest first (by audit entries, then write time).
+pub async fn fetch_blueprints(
+    controllers: &[Connected],
+) -> Vec<(String, Result<Blueprint, String>)> {
+    let mut copies = Vec::new();
+    for controller in controllers {
+        let Ok(host) = &controller.host else { continue };
+        let path = remote_path(&controller.spec.data_dir, blueprint::FILE_NAME);
+        let copy = match host.read_file(&path).await {
+            Ok(Some(bytes)) => String::from_utf8(bytes)
+                .map_err(|_| format!("{path} is not UTF-8 text"))
+                .and_then(|text| {
+                    Blueprint::parse(&text).map_err(|error| format!("{path}: {error}"))
+                }),
+            Ok(None) => Err(format!("{path} does not exist")),
+            Err(error) => Err(error.to_string()),
+        };
+        copies.push((controller.label(), copy));
+    }
+    copies.sort_by_key(|(_, copy)| {
+        std::cmp::Reverse(
+            copy.as_ref()
+                .map(|b| (b.audit_log.entries, b.written_at.clone()))
+                .unwrap_or_default(),
+        )
+    });
+    copies
+}
+
+/// Picks the newest readable blueprint, or explains why there is none.
+pub fn newest_blueprint(
+    copies: &[(String, Result<Blueprint, String>)],
+) -> Result<(String, Blueprint), CliError> {
+    copies
+        .iter()
+        .find_map(|(label, copy)| copy.as_ref().ok().map(|b| (label.clone(), b.clone())))
+        .ok_or_else(|| {
+            let reasons: Vec<String> = copies
+                .iter()
+                .filter_map(|(label, copy)| copy.as_ref().err().map(|e| format!("{label}: {e}")))
+                .collect();
+            CliError::failure(anyhow::anyhow!(
+                "no controller holds a readable blueprint{}",
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n  {}", reasons.join("\n  "))
+                }
+            ))
+            .help("airlock apply writes the blueprint onto every controller; run it first")
+        })
+}
+
+pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
+    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let concurrency = usize::from(args.concurrency);
+    let hosts = connect_hosts(&cluster, &args.connection, concurrency, |_| true).await?;
+    if hosts.iter().all(|host| host.host.is_err()) {
+        let reasons: Vec<String> = hosts
+            .iter()
+            .filter_map(|h| h.host.as_ref().err().map(|e| format!("{}: {e}", h.label())))
+            .collect();
+        return Err(CliError::failure(anyhow::anyhow!(
+            "no host can be reached:\n  {}",
+            reasons.join("\n  ")
+        ))
+        .help("check --known-hosts and the ssh settings in the cluster file"));
+    }
+    let controllers: Vec<&Connected> = hosts
+        .iter()
+        .filter(|h| h.spec.role.is_controller())
+        .collect();
+    let controller_copies: Vec<Connected> = controllers
+        .iter()
+        .map(|c| Connected {
+            spec: c.spec.clone(),
+            host: c.host.clone(),
+        })
+        .collect();
+    let copies = fetch_blueprints(&controller_copies).await;
+    let (source, blueprint) = newest_blueprint(&copies)?;
+    ui.println(&format!(
+        "blueprint of cluster {} written {} (from {source}), {} nodes",
+        blueprint.cluster.name,
+        blueprint.written_at,
+        blueprint.nodes.len()
+    ));
+
+    let mut findings = Vec::new();
+    for (label, copy) in &copies {
+        match copy {
+            Ok(copy) if copy.audit_log != blueprint.audit_log => findings.push(Finding {
+                host: label.clone(),
+                message: format!(
+                    "holds an older blueprint (written {}, audit entry {})",
+                    copy.written_at, copy.audit_log.entries
+                ),
+            }),
+            Ok(_) => {}
+            Err(reason) => findings.push(Finding {
+                host: label.clone(),
+                message: format!("holds no readable blueprint: {reason}"),
+            }),
+        }
+    }
+
+    let observations = observe(&blueprint, &hosts, concurrency).await;
+    let unknown_hosts: Vec<String> = hosts
+        .iter()
+        .map(Connected::label)
+        .filter(|label| !blueprint.nodes.iter().any(|node| node.label() == *label))
+        .collect();
+    let api = hosts.iter().find(|host| {
+        host.spec.role.is_controller()
+            && host.host.is_ok()
+            && observations
+                .values()
+                .any(|(label, o)| *label == host.label() && o.as_ref().is_ok_and(|o| o.k0s_running))
+    });
+    let (api_host, live, cluster_id, readiness) = match api {
+        Some(api) => read_cluster(&blueprint, api).await,
+        None => (
+            controllers.first().map(|c| c.label()).unwrap_or_default(),
+            Err("no controller runs k0s".to_string()),
+            None,
+            BTreeMap::new(),
+        ),
+    };
+    let observed = Observed {
+        hosts: &observations,
+        api_host: &api_host,
+        live: live.as_ref().map_err(Clone::clone),
+        cluster_id: cluster_id.as_deref(),
+        readiness: &readiness,
+        unknown_hosts: &unknown_hosts,
+    };
+    findings.extend(drift::compare(&blueprint, &observed));
+    print_findings(&blueprint, &hosts, &findings);
+    if findings.is_empty() {
+        ui.println("no drift: the cluster matches its blueprint");
+        Ok(Status::Success)
+    } else {
+        let drifted: std::collections::BTreeSet<&str> =
+            findings.iter().map(|f| f.host.as_str()).collect();
+        ui.println(&format!(
+            "drift: {} differences on {} hosts; `airlock apply` restores what it installed",
+            findings.len(),
+            drifted.len()
+        ));
+        Ok(Status::Drift)
+    }
+}
+
+/// Reads every blueprint node's host: k0s state and the digests of its files.
+async fn observe(
+    blueprint: &Blueprint,
+    hosts: &[Connected],
+    concurrency: usize,
+) -> BTreeMap<String, (String, Result<HostObservation, String>)> {
+    let work: Vec<_> = blueprint
+        .nodes
+        .iter()
+        .filter_map(|node| {
+            let connected = hosts.iter().find(|h| h.label() == node.label())?;
+            let paths: Vec<String> = node.files.keys().cloned().collect();
+            Some((node.name.clone(), connected, paths))
+        })
+        .collect();
+    stream::iter(work)
+        .map(|(name, connected, paths)| async move {
+            let label = connected.label();
+            let observation = match &connected.host {
+                Err(reason) => Err(format!("cannot connect: {reason}")),
+                Ok(host) => {
+                    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+                    let script = live::observation_script(&connected.spec.k0s_install_path, &paths);
+                    match host.run(&script).await {
+                        Ok(output) => {
+                            live::parse_observation(&output, &paths).map_err(|e| e.to_string())
+                        }
+                        Err(error) => Err(error.to_string()),
+                    }
+                }
+            };
+            (name, (label, observation))
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Asks the API of `api`: the snapshot, the cluster id, policies of kinds the snapshot does not
+/// list, and every stack readiness check.
+async fn read_cluster(
+    blueprint: &Blueprint,
+    api: &Connected,
+) -> (
+    String,
+    Result<LiveCluster, String>,
+    Option<String>,
+    BTreeMap<String, Vec<String>>,
+) {
+    let label = api.label();
+    let host = api.host.as_ref().expect("the API host is connected");
+    let paths = K0sPaths {
+        binary: &api.spec.k0s_install_path,
+        data_dir: &api.spec.data_dir,
+    };
+    let mut live = match host
+        .run_output(&paths.kubectl(&live::snapshot_arguments()))
+        .await
+    {
+        Ok(output) if output.success() => {
+            LiveCluster::parse(&output.stdout).map_err(|e| e.to_string())
+        }
+        Ok(output) => Err(format!("kubectl failed: {}", output.stderr_tail())),
+        Err(error) => Err(error.to_string()),
+    };
+    let cluster_id = host
+        .run(&paths.kubectl(live::CLUSTER_ID_ARGUMENTS))
+        .await
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty());
+    if let Ok(live) = &mut live {
+        for policy in blueprint
+            .policies
+            .iter()
+            .filter(|p| !LiveCluster::lists_kind(&p.kind))
+        {
+            let command = paths.kubectl(&format!(
+                "get {} {} -o name --ignore-not-found",
+                quote(&policy.kind),
+                quote(&policy.name)
+            ));
+            if matches!(host.run(&command).await, Ok(name) if !name.trim().is_empty()) {
+                live.objects.push(LiveObject {
+                    kind: policy.kind.clone(),
+                    namespace: None,
+                    name: policy.name.clone(),
+                    labels: BTreeMap::new(),
+                    policy_name: None,
+                });
+            }
+        }
+    }
+    let mut readiness = BTreeMap::new();
+    for stack in &blueprint.stacks {
+        let mut problems = Vec::new();
+        for check in &stack.readiness {
+            let output = host
+                .run_output(&paths.kubectl(&live::readiness_arguments(check)))
+                .await;
+            let problem = match output {
+                Ok(output) if output.success() => serde_json::from_slice(&output.stdout)
+                    .map_err(|error| error.to_string())
+                    .map(|object| live::readiness_problem(check, &object))
+                    .unwrap_or_else(Some),
+                Ok(output) => Some(output.stderr_tail()),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(problem) = problem {
+                problems.push(format!("{} {}: {problem}", check.kind, check.name));
+            }
+        }
+        if !problems.is_empty() {
+            readiness.insert(stack.name.clone(), problems);
+        }
+    }
+    (label, live, cluster_id, readiness)
+}
+
+/// Prints each host of the blueprint with its findings, or that it matches.
+fn print_findings(blueprint: &Blueprint, hosts: &[Connected], findings: &[Finding]) {
+    let mut labels: Vec<(String, String)> = blueprint
+        .nodes
+        .iter()
+        .map(|node| (node.label(), node.name.clone()))
+        .collect();
+    for host in hosts {
+        if !labels.iter().any(|(label, _)| *label == host.label()) {
+            labels.push((host.label(), "not in the blueprint".to_string()));
+        }
+    }
+    for finding in findings {
+        if !labels.iter().any(|(label, _)| *label == finding.host) {
+            labels.push((finding.host.clone(), String::new()));
+        }
+    }
+    for (label, name) in labels {
+        let own: Vec<&Finding> = findings.iter().filter(|f| f.host == label).collect();
+        let title = if name.is_empty() {
+            label.clone()
+        } else {
+            format!("{label} ({name})")
+        };
+        if own.is_empty() {
+            println!("{title}: matches the blueprint");
+        } else {
+            println!("{title}: drift");
+            for finding in own {
+                println!("  {label}: {}", finding.message);
+            }
+        }
+    }
 }
