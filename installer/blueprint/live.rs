@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::shell::quote;
-use crate::stacks::{Readiness, ReadinessCheck};
 
 /// The resource types one snapshot lists, all namespaces at once.
 pub const SNAPSHOT_RESOURCES: &str = "nodes,namespaces,pods,networkpolicies,resourcequotas,\
@@ -229,82 +228,9 @@ pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation
     Ok(observation)
 }
 
-/// The `kubectl` arguments that read the object a readiness check polls.
-pub fn readiness_arguments(check: &ReadinessCheck) -> String {
-    let namespace = check
-        .namespace
-        .as_ref()
-        .map(|namespace| format!(" -n {}", quote(namespace)))
-        .unwrap_or_default();
-    format!(
-        "get {} {}{namespace} -o json",
-        quote(&check.kind),
-        quote(&check.name)
-    )
-}
-
-/// Evaluates a readiness check against the object `kubectl get` returned; `None` when ready,
-/// else what is missing.
-pub fn readiness_problem(check: &ReadinessCheck, object: &Value) -> Option<String> {
-    match &check.condition {
-        Readiness::Exists => None,
-        Readiness::Condition { condition, status } => {
-            let found = object["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == condition.as_str());
-            match found {
-                Some(c) if c["status"] == status.as_str() => None,
-                Some(c) => Some(format!(
-                    "condition {condition} is {}: {}",
-                    c["status"].as_str().unwrap_or("unknown"),
-                    c["message"].as_str().unwrap_or("")
-                )),
-                None => Some(format!("no condition {condition}")),
-            }
-        }
-        Readiness::Field { field, equals } => {
-            let value = object.pointer(field);
-            let text = match value {
-                Some(Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => return Some(format!("{field} is not set")),
-            };
-            (text != *equals).then(|| format!("{field} is {text}, not {equals}"))
-        }
-        Readiness::RolledOut => rolled_out_problem(object),
-    }
-}
-
-fn rolled_out_problem(object: &Value) -> Option<String> {
-    let number = |value: &Value| value.as_u64().unwrap_or(0);
-    let status = &object["status"];
-    if number(&status["observedGeneration"]) < number(&object["metadata"]["generation"]) {
-        return Some("the newest generation is not observed yet".to_string());
-    }
-    let (desired, updated, available) = if object["kind"] == "DaemonSet" {
-        (
-            number(&status["desiredNumberScheduled"]),
-            number(&status["updatedNumberScheduled"]),
-            number(&status["numberAvailable"]),
-        )
-    } else {
-        let desired = object["spec"]["replicas"].as_u64().unwrap_or(1);
-        (
-            desired,
-            number(&status["updatedReplicas"]),
-            number(&status["availableReplicas"]),
-        )
-    };
-    (updated < desired || available < desired)
-        .then(|| format!("{available} of {desired} available, {updated} updated"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn snapshot_sorts_items_by_kind() {
@@ -344,45 +270,5 @@ mod tests {
     #[test]
     fn observation_with_missing_digests_is_an_error() {
         assert!(parse_observation("version=v1\n", &["/a"]).is_err());
-    }
-
-    fn check(condition: Readiness) -> ReadinessCheck {
-        ReadinessCheck {
-            kind: "deployment.apps".into(),
-            namespace: Some("observability".into()),
-            name: "grafana".into(),
-            condition,
-            timeout: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn readiness_conditions_and_fields() {
-        let object = serde_json::json!({
-            "kind": "Deployment",
-            "metadata": {"generation": 2},
-            "spec": {"replicas": 2},
-            "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 1,
-                       "phase": "Deployed",
-                       "conditions": [{"type": "Available", "status": "False", "message": "1 of 2"}]},
-        });
-        let available = check(Readiness::Condition {
-            condition: "Available".into(),
-            status: "True".into(),
-        });
-        assert_eq!(
-            readiness_problem(&available, &object).as_deref(),
-            Some("condition Available is False: 1 of 2")
-        );
-        let phase = check(Readiness::Field {
-            field: "/status/phase".into(),
-            equals: "Deployed".into(),
-        });
-        assert_eq!(readiness_problem(&phase, &object), None);
-        assert_eq!(
-            readiness_problem(&check(Readiness::RolledOut), &object).as_deref(),
-            Some("1 of 2 available, 2 updated")
-        );
-        assert_eq!(readiness_problem(&check(Readiness::Exists), &object), None);
     }
 }

@@ -346,12 +346,12 @@ async fn read_cluster(
         let mut problems = Vec::new();
         for check in &stack.readiness {
             let output = host
-                .run_output(&paths.kubectl(&live::readiness_arguments(check)))
+                .run_output(&paths.kubectl(&check.get_arguments()))
                 .await;
             let problem = match output {
                 Ok(output) if output.success() => serde_json::from_slice(&output.stdout)
                     .map_err(|error| error.to_string())
-                    .map(|object| live::readiness_problem(check, &object))
+                    .map(|object| check.problem(&object))
                     .unwrap_or_else(Some),
                 Ok(output) => Some(output.stderr_tail()),
                 Err(error) => Some(error.to_string()),

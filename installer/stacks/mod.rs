@@ -16,6 +16,7 @@ mod images;
 mod input;
 mod kubevirt;
 mod output;
+mod readiness;
 mod templates;
 mod validate;
 
