@@ -25,7 +25,7 @@ pub const HEAD_FILE_NAME: &str = "audit.log.head";
 /// The `result` of an action that succeeded.
 pub const RESULT_OK: &str = "ok";
 
-/// The largest audit log airlock reads into memory: about 200,000 entries.
+/// The largest audit log airlock reads into memory: about 200,000 entries of some 330 bytes.
 pub const MAX_LOG_SIZE: u64 = 64 << 20;
 
 /// One line of the audit log.
@@ -36,7 +36,7 @@ pub struct Entry {
     pub seq: u64,
     /// When the action finished, RFC 3339 in UTC.
     pub time: String,
-    /// Who ran airlock: `user@machine`.
+    /// The user who ran airlock, as `user@machine`.
     pub operator: String,
     /// The airlock version that took the action.
     pub airlock: String,
@@ -67,7 +67,7 @@ pub struct Draft {
     pub result: String,
 }
 
-/// What every entry of one run shares.
+/// The fields every entry of one run shares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunIdentity {
     pub operator: String,
@@ -94,7 +94,7 @@ impl RunIdentity {
     }
 }
 
-/// The name of this process's user in `/etc/passwd`, or `uid N` when it has none.
+/// Looks up this process's user in `/etc/passwd`; `uid N` when it has no name there.
 fn user_of_this_process() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let uid = status
@@ -122,7 +122,7 @@ pub struct Head {
 }
 
 impl Head {
-    /// The text of `audit.log.head`: one JSON object and a newline.
+    /// Returns the text of `audit.log.head`: one JSON object and a newline.
     pub fn to_text(&self) -> String {
         format!(
             "{}\n",
@@ -135,12 +135,12 @@ impl Head {
     }
 }
 
-/// The sha256 of one line, without its newline.
+/// Hashes one line, without its newline.
 pub fn line_digest(line: &str) -> Digest {
     Digest::of_bytes(line.as_bytes())
 }
 
-/// Why a log does not verify, with the line (from 1) where the chain is broken.
+/// A log that does not verify, with the line (from 1) where the chain is broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
     #[error("line {line} is not a valid audit entry: {reason}")]
@@ -174,7 +174,7 @@ pub enum ChainError {
 }
 
 impl ChainError {
-    /// The first broken line.
+    /// Returns the first broken line.
     pub fn line(&self) -> u64 {
         match self {
             ChainError::Malformed { line, .. }
@@ -187,7 +187,7 @@ impl ChainError {
     }
 }
 
-/// What a verified log contains.
+/// The content of a verified log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub entries: Vec<Entry>,
@@ -209,8 +209,8 @@ impl Verified {
     }
 }
 
-/// Checks the chain of a whole log and, when `head` is given, that the log still holds the line
-/// it names. Returns the entries, or the first broken line.
+/// Checks the chain of a whole log and, when `head` is given, that the log still contains the
+/// line it names. Returns the entries, or the first broken line.
 ///
 /// A changed line is found through the record of its digest: its successor's `prev`, or the
 /// head record for the last line. When the successor's own link is broken too, the successor is
@@ -506,17 +506,17 @@ impl AuditTrail {
         }
     }
 
-    /// The open log, once the phase that opens it has run.
+    /// Returns the open log, once the phase that opens it has run.
     pub fn log(&self) -> Option<&AuditLog> {
         self.log.as_ref()
     }
 
-    /// Why an entry could not be written, if one could not.
+    /// Returns why an entry could not be written, if one could not.
     pub fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
     }
 
-    /// The entries not written yet.
+    /// Returns the entries not written yet.
     pub fn pending(&self) -> &[Draft] {
         &self.pending
     }

@@ -3,8 +3,8 @@
 //!
 //! [`evaluate`] reads the blueprint (what was installed), the live snapshot of the API objects,
 //! the files re-hashed on every host and the state of the audit log. A control with nothing to
-//! check (no tenants declared, no stack installed) fails and says so, because the pillar is then
-//! not shown to hold.
+//! check (no tenants declared, no stack installed) fails with that as its evidence, because the
+//! pillar is then not shown to hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -75,7 +75,7 @@ pub struct Control {
     /// The statement the control checks.
     pub control: String,
     pub result: Outcome,
-    /// What airlock checked and found.
+    /// The facts airlock checked and found.
     pub evidence: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passed: Option<u64>,
@@ -83,7 +83,7 @@ pub struct Control {
     pub checked: Option<u64>,
 }
 
-/// What the audit log looked like when the blueprint was written.
+/// The state of the audit log and its copies when the blueprint was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvidence {
     /// The outcome of verifying the local log's chain.
@@ -564,6 +564,12 @@ fn files_traced(blueprint: &Blueprint) -> Control {
         .map(|artifact| artifact.digest)
         .collect();
     known.extend(blueprint.k0s.config_digests.values().copied());
+    known.extend(
+        blueprint
+            .nodes
+            .iter()
+            .flat_map(|node| node.host_files.iter().map(|file| file.digest)),
+    );
     known.extend(
         blueprint
             .stacks

@@ -2,7 +2,7 @@
 //!
 //! [`compare`] takes what `status` read (each host's k0s state and file digests, the API snapshot,
 //! the stacks' readiness) and returns one [`Finding`] per difference. Findings about the cluster as
-//! a whole (nodes, stacks, policies) name the controller whose API answered.
+//! a whole (nodes, stacks, policies) name the controller whose API was queried.
 
 use std::collections::BTreeMap;
 
@@ -17,11 +17,11 @@ pub struct Finding {
     pub message: String,
 }
 
-/// What `status` read from the cluster.
+/// The facts `status` read from the cluster.
 pub struct Observed<'a> {
     /// Per node name: the host's label and what was read there, or why nothing was.
     pub hosts: &'a BTreeMap<String, (String, Result<HostObservation, String>)>,
-    /// The label of the controller whose API answered the cluster-wide queries.
+    /// The label of the controller whose API was queried for the cluster-wide facts.
     pub api_host: &'a str,
     pub live: Result<&'a LiveCluster, String>,
     pub cluster_id: Option<&'a str>,

@@ -1,6 +1,6 @@
-//! What the live cluster holds, as airlock reads it over SSH: the API objects the compliance
-//! matrix and `status` look at (one `k0s kubectl get` on a controller), and per host the k0s
-//! state and the sha256 of every file the blueprint lists (one shell script per host).
+//! The live cluster as airlock reads it over SSH. One `k0s kubectl get` on a controller returns the
+//! API objects the compliance matrix and `status` look at. One shell script per host returns its
+//! k0s state and the sha256 of every file the blueprint lists.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use crate::shell::quote;
 pub const SNAPSHOT_RESOURCES: &str = "nodes,namespaces,pods,networkpolicies,resourcequotas,\
      validatingadmissionpolicies,validatingadmissionpolicybindings";
 
-/// The `kubectl` arguments of a snapshot.
+/// Returns the `kubectl` arguments of a snapshot.
 pub fn snapshot_arguments() -> String {
     format!("get {SNAPSHOT_RESOURCES} -A -o json")
 }
@@ -162,7 +162,7 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
 pub struct HostObservation {
     /// The output of `k0s version`, when the binary exists.
     pub k0s_version: Option<String>,
-    /// Whether `k0s status` answers, which it does only while the service runs.
+    /// Whether `k0s status` succeeds, which it does only while the service runs.
     pub k0s_running: bool,
     /// The role `k0s status` reports.
     pub k0s_role: Option<String>,

@@ -56,7 +56,7 @@ pub fn write_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), Blueprin
     Ok(())
 }
 
-/// The current time in RFC 3339, UTC, to the second.
+/// Returns the current time in RFC 3339, UTC, to the second.
 pub fn now_rfc3339() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -13,12 +13,12 @@
 //! | `writtenAt` | when the file was written, RFC 3339 in UTC |
 //! | `writtenBy` | `airlock` version, `operator` (`user@machine`) and `command` (`apply`, `upgrade`) |
 //! | `cluster.name` | `metadata.name` of the cluster file |
-//! | `cluster.id` | the uid of the `kube-system` namespace, the id k0sctl reads too; absent when the API did not answer |
+//! | `cluster.id` | the uid of the `kube-system` namespace, the id k0sctl reads too; absent when the API did not respond |
 //! | `bundle.name`, `.version` | the bundle's name and monotonically increasing version |
 //! | `bundle.digest` | sha256 of `bundle.yaml`, which covers every byte of the bundle |
 //! | `bundle.signature` | `trusted` (checked against a trusted key), `unchecked` (signed, no trusted key given) or `unsigned` |
 //! | `bundle.signingKeyId` | the minisign key id of the signature, as minisign prints it |
-//! | `bundle.artifacts[]` | each deployed artifact: `name`, `kind`, `digest`, `size`, `platform`, `stack`, `version`, `reference` (images), and for image archives the `images` inside (`reference`, `digest` of the manifest) |
+//! | `bundle.artifacts[]` | each deployed artifact: `name`, `kind`, `digest`, `size`, `platform`, `stack`, `version`, `reference` (images), and for image archives the `images` inside (`reference`, `digest` of the manifest); `built: true` marks a stack's image archive that airlock wrote from bundle images |
 //! | `k0s.version` | the k0s version the bundle carries and every node runs |
 //! | `k0s.configPath` | where the rendered k0s configuration lives on controllers |
 //! | `k0s.configDigests` | node name → sha256 of that controller's rendered configuration |
@@ -31,6 +31,7 @@
 //! | `nodes[].k0sVersion` | the k0s version installed on the host |
 //! | `nodes[].labels` | node labels airlock set at join (residency, GPU workload) |
 //! | `nodes[].files` | path → sha256 of every file airlock placed on the host |
+//! | `nodes[].hostFiles[]` | files the stacks rendered for the host (`path`, `digest`, `reason`), such as containerd drop-ins |
 //! | `stacks[]` | each installed stack: `name`, `version`, `ready` and `readyDetail`, `charts[]` (`name`, `version`, `archive`, `path`, `digest`), `images[]` (`reference`, `digest`), `manifests[]` (path under `<data-dir>/manifests/`, `digest`), and the `readiness[]` checks `status` repeats |
 //! | `residency` | the declared `jurisdiction`, `region`, `zone` and `site`, the `nodeLabels` that enforce them, and the `labelledNodes` that carry them |
 //! | `tenants[]` | `name` (also the namespace), `classification`, `isolation` (`namespace` or `vm`), `quota` (`gpu`, `cpu`, `memory`) |
@@ -129,6 +130,10 @@ pub struct ArtifactRecord {
     /// The images inside an image archive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageRecord>,
+    /// Whether airlock wrote the archive from bundle images (a stack's image archive) rather
+    /// than taking it from the bundle as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub built: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -172,10 +177,22 @@ pub struct NodeRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub files: BTreeMap<String, Digest>,
+    /// The files the stacks rendered for this host (such as containerd drop-ins), by path, with
+    /// the reason for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_files: Vec<HostFileRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostFileRecord {
+    pub path: String,
+    pub digest: Digest,
+    pub reason: String,
 }
 
 impl NodeRecord {
-    /// The host as messages name it: `address` or `address:port`, as the cluster file gives it.
+    /// Returns the host as messages name it: `address`, or `address:port` for a port other than 22.
     pub fn label(&self) -> String {
         if self.port == 22 {
             self.address.clone()
@@ -188,7 +205,7 @@ impl NodeRecord {
         self.role.starts_with("controller") || self.role == "single"
     }
 
-    /// Whether the host runs a kubelet and so registers as a Kubernetes node.
+    /// Returns whether the host runs a kubelet and so registers as a Kubernetes node.
     pub fn runs_workloads(&self) -> bool {
         self.role != "controller"
     }
@@ -327,13 +344,13 @@ impl Blueprint {
         Ok(yaml_serde::from_str(text)?)
     }
 
-    /// The nodes that are controllers.
+    /// Returns the nodes that are controllers.
     pub fn controllers(&self) -> impl Iterator<Item = &NodeRecord> {
         self.nodes.iter().filter(|node| node.is_controller())
     }
 
-    /// Every image reference the bundle carries into the cluster: image artifacts and the images
-    /// inside image archives.
+    /// Lists every image the bundle carries into the cluster: image artifacts, the images inside
+    /// image archives, and the stacks' images.
     pub fn bundle_images(&self) -> Vec<&ImageRecord> {
         let mut images: Vec<&ImageRecord> = self
             .bundle
@@ -398,7 +415,7 @@ impl StackRecord {
     }
 }
 
-/// The policies of rendered stacks: every object whose metadata carries an
+/// Collects the policies of rendered stacks: every object whose metadata carries an
 /// `airlock.io/description` annotation.
 pub fn policies_from_rendered(rendered: &Rendered) -> Vec<PolicyRecord> {
     rendered
@@ -415,7 +432,8 @@ pub fn policies_from_rendered(rendered: &Rendered) -> Vec<PolicyRecord> {
         .collect()
 }
 
-/// The policies among the extra documents of the cluster file, for a site that adds its own.
+/// Collects the policies among the extra documents of the cluster file, for a site that adds
+/// its own.
 pub fn policies_from_manifests(manifests: &[crate::config::Manifest]) -> Vec<PolicyRecord> {
     manifests
         .iter()
@@ -535,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn node_label_keeps_the_port_only_when_not_22() {
+    fn node_label_shows_other_ports() {
         let mut node: NodeRecord = yaml_serde::from_str(
             "name: lab-1\nrole: controller\naddress: 127.0.1.11\nport: 22\nhostname: lab-1\n\
              os: Debian\nkernel: '6.1'\narchitecture: amd64\ncpus: 2\nmemoryBytes: 1\n\

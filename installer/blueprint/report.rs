@@ -33,7 +33,7 @@ struct PillarView<'a> {
 /// Renders the report.
 pub fn render(blueprint: &Blueprint) -> Result<String, ReportError> {
     let mut environment = Environment::new();
-    // Optional fields of the blueprint are left out when empty: a test or `or` sees them as
+    // Optional fields of the blueprint are left out when empty. A test or `or` takes them as
     // false, while printing a field that does not exist still fails.
     environment.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     environment.set_auto_escape_callback(|_| AutoEscape::Html);

@@ -211,7 +211,7 @@ fn split_tag(reference: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The purl of an image, as the purl specification's `oci` type writes it:
+/// Builds the purl of an image, as the purl specification's `oci` type writes it:
 /// `pkg:oci/<name>@sha256%3A<hex>?repository_url=<registry/repository>&tag=<tag>`.
 fn oci_purl(image: &ImageRecord) -> String {
     let (repository, tag) = split_tag(&image.reference);

@@ -162,7 +162,7 @@ fn check_head_signature(path: &Path, head: &Head, key: &Path) -> Result<String, 
         .find_map(|field| field.strip_prefix("head:"));
     if signed_head.is_some_and(|digest| digest != head.digest.to_string()) {
         return Err(CliError::failure(anyhow::anyhow!(
-            "the signed comment of {} names head {}, but the head record holds {}",
+            "the signed comment of {} names head {}, but the head record contains {}",
             signature_path.display(),
             signed_head.unwrap_or_default(),
             head.digest

@@ -1,9 +1,9 @@
 //! `airlock status`: drift between the live cluster and its blueprint.
 //!
 //! The blueprint comes from the controllers (the newest copy when they differ). Every host is
-//! then read over SSH (k0s version and state, the sha256 of every file the blueprint lists), and
-//! the first controller whose k0s runs answers for the cluster: nodes, stack readiness checks,
-//! policies and the cluster id. Each difference is printed under its host.
+//! then read over SSH (k0s version and state, the sha256 of every file the blueprint lists). The
+//! API of the first controller whose k0s runs provides the cluster-wide facts: nodes, stack
+//! readiness checks, policies and the cluster id. Each difference is printed under its host.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -95,7 +95,8 @@ pub async fn connect_hosts(
         .await)
 }
 
-/// The blueprint copies of the controllers, newest first (by audit entries, then write time).
+/// Reads the blueprint copy of every connected controller, newest first (by audit entries, then
+/// write time).
 pub async fn fetch_blueprints(
     controllers: &[Connected],
 ) -> Vec<(String, Result<Blueprint, String>)> {

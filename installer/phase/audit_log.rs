@@ -1,10 +1,10 @@
 //! Phase "Open the audit log": continue the hash chain where the last run left it.
 //!
 //! The log lives in `--out` and on every controller. This phase reads the local copy and the
-//! line count and last-line digest of each controller's copy. A local copy that lags behind a
-//! controller's (another machine ran airlock since) is brought up to it by appending the lines
-//! it lacks, and a missing local copy is fetched whole; copies that are not prefixes of one
-//! another stop the run, because one of them was changed. With no copy anywhere, the chain
+//! line count and content digest of each controller's copy. A local copy that lags behind a
+//! controller's (another machine ran airlock since) gets the lines it lacks appended, and a
+//! missing local copy is fetched whole. Copies that are not prefixes of one another stop the
+//! run, because one of them was changed. With no copy anywhere, the chain
 //! starts at the bundle digest. Entries recorded by earlier phases are appended once the log is
 //! open.
 
@@ -15,8 +15,9 @@ use async_trait::async_trait;
 
 use super::context::Run;
 use super::{HostFailure, Phase, PhaseError, for_each_host};
-use crate::blueprint::audit::{self, AuditLog, AuditLogError, Head};
-use crate::blueprint::controllers::{self, RemoteLogError};
+use crate::blueprint::audit::{self, AuditLog, AuditLogError};
+use crate::blueprint::controllers::{self, RemoteLog, RemoteLogError};
+use crate::digest::Digest;
 use crate::remote::Host;
 
 pub struct OpenAuditLog;
@@ -26,7 +27,7 @@ struct Copy {
     host: Arc<Host>,
     label: String,
     path: String,
-    head: Option<Head>,
+    state: Option<RemoteLog>,
 }
 
 /// Reads the head of every controller's copy.
@@ -47,12 +48,12 @@ async fn controller_copies(run: &Run) -> Result<Vec<Copy>, PhaseError> {
         controllers,
         run.settings.concurrency,
         |(host, label, path)| async move {
-            match controllers::log_head(&host, &path).await {
-                Ok(head) => Ok(Copy {
+            match controllers::log_state(&host, &path).await {
+                Ok(state) => Ok(Copy {
                     host,
                     label,
                     path,
-                    head,
+                    state,
                 }),
                 Err(error) => Err(HostFailure::new(label, error)),
             }
@@ -79,33 +80,33 @@ async fn catch_up(path: &Path, copies: &[Copy]) -> Result<String, PhaseError> {
         })?),
         None => None,
     };
+    let local_text = local.as_deref().unwrap_or_default();
     let local_lines = verified.as_ref().map_or(0, |v| v.entries.len() as u64);
     let longest = copies
         .iter()
-        .filter_map(|copy| copy.head.map(|head| (copy, head)))
-        .max_by_key(|(_, head)| head.lines);
+        .filter_map(|copy| copy.state.map(|state| (copy, state)))
+        .max_by_key(|(_, state)| state.head.lines);
 
-    let source = match (longest, &verified) {
-        (Some((copy, head)), _) if head.lines > local_lines => {
-            if let Some(local_head) = verified.as_ref().and_then(|v| v.head()) {
-                let at = controllers::line_digest_at(&copy.host, &copy.path, local_lines).await;
-                if at.map_err(|e| HostFailure::new(copy.label.clone(), e).into_error())?
-                    != Some(local_head.digest)
-                {
-                    return Err(diverged(RemoteLogError::Diverged {
-                        host: copy.label.clone(),
-                        path: copy.path.clone(),
-                        remote: local_lines,
-                    }));
-                }
+    let source = match longest {
+        Some((copy, state)) if state.head.lines > local_lines => {
+            let host_error = |error| HostFailure::new(copy.label.clone(), error).into_error();
+            let prefix = controllers::prefix_digest(&copy.host, &copy.path, local_lines)
+                .await
+                .map_err(host_error)?;
+            if local_lines > 0 && prefix != Some(Digest::of_bytes(local_text.as_bytes())) {
+                return Err(diverged(RemoteLogError::Diverged {
+                    host: copy.label.clone(),
+                    path: copy.path.clone(),
+                    remote: local_lines,
+                }));
             }
             let missing = controllers::read_log_after(&copy.host, &copy.path, local_lines)
                 .await
-                .map_err(|e| HostFailure::new(copy.label.clone(), e).into_error())?;
-            append_local(path, local.as_deref().unwrap_or_default(), &missing)?;
+                .map_err(host_error)?;
+            append_local(path, local_text, &missing)?;
             format!(
                 "continued from the copy on {} ({} entries)",
-                copy.label, head.lines
+                copy.label, state.head.lines
             )
         }
         _ => match &verified {
@@ -114,9 +115,9 @@ async fn catch_up(path: &Path, copies: &[Copy]) -> Result<String, PhaseError> {
         },
     };
 
-    // Every copy must now be a prefix of the local log.
+    // Every copy must now equal the first lines of the local log.
     let text = audit::read_log(path)?.unwrap_or_default();
-    let verified = audit::verify(&text, None).map_err(|source| {
+    audit::verify(&text, None).map_err(|source| {
         PhaseError::new(RemoteLogError::Broken {
             host: "the controllers' copy".to_string(),
             path: path.display().to_string(),
@@ -124,9 +125,8 @@ async fn catch_up(path: &Path, copies: &[Copy]) -> Result<String, PhaseError> {
         })
     })?;
     for copy in copies {
-        if let Some(head) = &copy.head {
-            controllers::check_prefix(&copy.label, &copy.path, head, &verified.digests)
-                .map_err(diverged)?;
+        if let Some(state) = &copy.state {
+            controllers::check_prefix(&copy.label, &copy.path, state, &text).map_err(diverged)?;
         }
     }
     Ok(source)
@@ -192,8 +192,8 @@ impl Phase<Run> for OpenAuditLog {
         let copies = controller_copies(run).await?;
         let remote: Vec<String> = copies
             .iter()
-            .map(|copy| match copy.head {
-                Some(head) => format!("{} holds {} entries", copy.label, head.lines),
+            .map(|copy| match copy.state {
+                Some(state) => format!("{} holds {} entries", copy.label, state.head.lines),
                 None => format!("{} holds none", copy.label),
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Phase "Write the blueprint": the as-built record, the compliance report, the SBOM and the
 //! audit log head, locally and onto every controller.
 //!
-//! Before writing, the phase checks what the record claims: it reads the cluster id and a
+//! Before writing, the phase checks what the record claims. It reads the cluster id and a
 //! snapshot of the API objects on the first controller, re-hashes every placed file on every host,
 //! and brings each controller's audit log up to the local one. The compliance matrix is computed
 //! from those facts. The audit head the blueprint records is the last entry of this run: writing
@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 
 use super::context::Run;
+use super::plan::FileSource;
 use super::{HostFailure, HostFailures, Phase, PhaseError, for_each_host};
 use crate::blueprint::artifacts::archive_images;
 use crate::blueprint::audit::{self, Draft, Head};
@@ -22,8 +23,8 @@ use crate::blueprint::controllers::{self, remote_path};
 use crate::blueprint::live::{self, HostObservation, LiveCluster};
 use crate::blueprint::record::{
     ArtifactRecord, AuditRecord, Blueprint, BundleRecord, ClusterRecord, FORMAT_VERSION, GpuRecord,
-    ImageRecord, K0sRecord, NodeRecord, StackRecord, WrittenBy, policies_from_manifests,
-    policies_from_rendered, residency_record, tenant_records,
+    HostFileRecord, ImageRecord, K0sRecord, NodeRecord, StackRecord, WrittenBy,
+    policies_from_manifests, policies_from_rendered, residency_record, tenant_records,
 };
 use crate::blueprint::sign::SIGNATURE_SUFFIX;
 use crate::blueprint::{now_rfc3339, report, sbom, write_file};
@@ -169,6 +170,21 @@ pub fn build(
                 k0s_version: manifest.k0s.version.clone(),
                 labels,
                 files: node.placed.clone(),
+                host_files: run
+                    .stacks
+                    .as_ref()
+                    .and_then(|rendered| rendered.host(&name))
+                    .map(|plan| {
+                        plan.files
+                            .iter()
+                            .map(|file| HostFileRecord {
+                                path: file.path.clone(),
+                                digest: file.digest,
+                                reason: file.reason.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 name,
             }
         })
@@ -263,7 +279,7 @@ pub fn build(
     }
 }
 
-/// The bundle artifacts this run deployed: files placed on a host, and images a stack uses.
+/// Lists the bundle artifacts this run deployed: files placed on a host, and images a stack uses.
 fn deployed_artifacts(
     run: &Run,
     nodes: &[NodeRecord],
@@ -318,9 +334,48 @@ fn deployed_artifacts(
                     .get(&artifact.name)
                     .cloned()
                     .unwrap_or_default(),
+                built: false,
             }
         })
+        .chain(stack_archives(run))
         .collect()
+}
+
+/// Lists the image archives airlock wrote from bundle images, one per stack with images.
+fn stack_archives(run: &Run) -> Vec<ArtifactRecord> {
+    let bundle = run.bundle();
+    let mut archives: BTreeMap<Digest, ArtifactRecord> = BTreeMap::new();
+    for file in run.nodes.iter().flat_map(|node| &node.uploads) {
+        let FileSource::ImageArchive(references) = &file.source else {
+            continue;
+        };
+        let images: Vec<&crate::bundle::Image> = bundle
+            .images()
+            .iter()
+            .filter(|image| references.contains(&image.reference))
+            .collect();
+        archives
+            .entry(file.digest)
+            .or_insert_with(|| ArtifactRecord {
+                name: file.name.clone(),
+                kind: ArtifactKind::ImageArchive.to_string(),
+                digest: file.digest,
+                size: file.size,
+                platform: None,
+                stack: images.iter().find_map(|image| image.stack.clone()),
+                version: None,
+                reference: None,
+                images: images
+                    .iter()
+                    .map(|image| ImageRecord {
+                        reference: image.reference.clone(),
+                        digest: image.digest(),
+                    })
+                    .collect(),
+                built: true,
+            });
+    }
+    archives.into_values().collect()
 }
 
 /// Reads the `kube-system` namespace uid on the first controller, the id k0sctl reads too.
@@ -616,8 +671,8 @@ pub async fn record_failure(run: &mut Run, error: &PhaseError) {
     }
 }
 
-/// The error and its causes on one line, each cause cut at its first line break, at most 400
-/// characters: enough for the audit log to say what failed.
+/// Joins the error and its causes on one line, each cut at its first line break, to at most 400
+/// characters, so that an audit entry names the failure without a page of context.
 fn summary(error: &anyhow::Error) -> String {
     let text = error
         .chain()

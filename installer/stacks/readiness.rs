@@ -7,7 +7,7 @@ use super::output::{Readiness, ReadinessCheck};
 use crate::shell::quote;
 
 impl ReadinessCheck {
-    /// The `kubectl` arguments that read the object this check polls.
+    /// Returns the `kubectl` arguments that read the object this check polls.
     pub fn get_arguments(&self) -> String {
         let namespace = self
             .namespace
