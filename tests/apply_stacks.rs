@@ -5,20 +5,8 @@ mod common;
 
 use std::fs;
 
-use common::apply::{SignedBundle, apply_command, cluster_file, kubectl, ready_nodes};
+use common::apply::{SignedBundle, TENANTS, apply_command, cluster_file, kubectl, ready_nodes};
 use common::{Lab, describe, stderr};
-
-const TENANTS: &str =
-    "    residency: { jurisdiction: DE, region: eu-central, zone: fra-1, site: lab }
-    tenants:
-      - name: research
-        classification: confidential
-        quota: { gpu: 1, cpu: \"8\", memory: 32Gi }
-      - name: clinic
-        classification: restricted
-        isolation: vm
-        quota: { cpu: \"4\", memory: 16Gi }
-";
 
 fn node_labels(lab: &Lab, node: &str) -> serde_json::Value {
     let json: serde_json::Value =

@@ -30,6 +30,20 @@ pub fn lab_artifacts() {
     });
 }
 
+/// The `spec.airlock` settings of a cluster with residency and two tenants, one of them in VMs,
+/// for [`cluster_file`].
+pub const TENANTS: &str =
+    "    residency: { jurisdiction: DE, region: eu-central, zone: fra-1, site: lab }
+    tenants:
+      - name: research
+        classification: confidential
+        quota: { gpu: 1, cpu: \"8\", memory: 32Gi }
+      - name: clinic
+        classification: restricted
+        isolation: vm
+        quota: { cpu: \"4\", memory: 16Gi }
+";
+
 /// A bundle built from a specification under `bundles/` and signed with a fresh key.
 pub struct SignedBundle {
     pub dir: tempfile::TempDir,
@@ -99,6 +113,16 @@ pub fn apply_command(lab: &Lab, cluster: &Path, bundle: &Path) -> Command {
 
 /// `airlock apply` against a lab with the given known_hosts file.
 pub fn apply_command_with(lab: &Lab, cluster: &Path, bundle: &Path, known_hosts: &Path) -> Command {
+    apply_command_into(cluster, bundle, known_hosts, &lab.dir.join("out"))
+}
+
+/// `airlock apply` with the given known_hosts file and output folder.
+pub fn apply_command_into(
+    cluster: &Path,
+    bundle: &Path,
+    known_hosts: &Path,
+    out: &Path,
+) -> Command {
     let mut command = airlock();
     command
         .arg("apply")
@@ -109,7 +133,7 @@ pub fn apply_command_with(lab: &Lab, cluster: &Path, bundle: &Path, known_hosts:
         .arg("--known-hosts")
         .arg(known_hosts)
         .arg("--out")
-        .arg(lab.dir.join("out"))
+        .arg(out)
         .args(["--ready-timeout", "60s", "--connect-timeout", "3s"]);
     command
 }

@@ -1,0 +1,97 @@
+//! `airlock status` on lab hosts: a cluster that matches its blueprint, then a changed file, a
+//! stopped k0s and a deleted policy, each reported under its host with exit status 3.
+
+mod common;
+
+use std::process::Output;
+
+use common::apply::{SignedBundle, airlock, apply_command, cluster_file, kubectl};
+use common::{Lab, describe, stdout};
+
+fn status(lab: &Lab, cluster: &std::path::Path) -> Output {
+    airlock()
+        .args(["status", "-c"])
+        .arg(cluster)
+        .arg("--known-hosts")
+        .arg(lab.known_hosts())
+        .args(["--connect-timeout", "3s"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_reports_drift_per_host() {
+    let Some(lab) = Lab::start("status_reports_drift_per_host", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .args(["--stack-timeout", "60s"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let clean = status(&lab, &cluster);
+    assert_eq!(clean.status.code(), Some(0), "{}", describe(&clean));
+    assert_eq!(stdout(&clean).matches("matches the blueprint").count(), 3);
+
+    let [controller, changed, stopped] =
+        ["lab-1", "lab-2", "lab-3"].map(|name| lab.host(name).address.clone());
+    let archive = "/var/lib/k0s/images/k0s-airgap-bundle-v1.35.3+k0s.0-amd64.tar";
+    assert!(
+        lab.ssh_root("lab-2", &format!("printf x >> {archive}"))
+            .status
+            .success()
+    );
+    assert!(lab.ssh_root("lab-3", "k0s stop").status.success());
+    kubectl(
+        &lab,
+        "lab-1",
+        "delete validatingadmissionpolicy airlock-pod-security",
+    );
+
+    let drift = status(&lab, &cluster);
+    assert_eq!(drift.status.code(), Some(3), "{}", describe(&drift));
+    let text = stdout(&drift);
+    let lines: Vec<&str> = text.lines().collect();
+    let reported = |host: &str, message: &str| {
+        lines.iter().any(|line| {
+            line.trim_start().starts_with(&format!("{host}: ")) && line.contains(message)
+        })
+    };
+    assert!(reported(&changed, &format!("{archive} changed")), "{text}");
+    assert!(reported(&stopped, "k0s is not running"), "{text}");
+    assert!(
+        reported(
+            &controller,
+            "policy ValidatingAdmissionPolicy airlock-pod-security is missing"
+        ),
+        "{text}"
+    );
+    assert!(reported(&controller, "node lab-3 is NotReady"), "{text}");
+    assert!(!text.contains("matches the blueprint"), "{text}");
+}
+
+#[test]
+fn status_without_blueprint_names_the_fix() {
+    let Some(lab) = Lab::start("status_without_blueprint_names_the_fix", 1) else {
+        return;
+    };
+    let cluster = lab.dir.join("cluster.yaml");
+    let output = status(&lab, &cluster);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = common::stderr(&output);
+    assert!(
+        text.contains("no controller holds a readable blueprint"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/var/lib/k0s/airlock/blueprint.yaml does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("help: airlock apply writes the blueprint"),
+        "{text}"
+    );
+}
