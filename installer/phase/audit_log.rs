@@ -6,7 +6,7 @@
 //! missing local copy is fetched whole. Copies that are not prefixes of one another stop the
 //! run, because one of them was changed. With no copy anywhere, the chain
 //! starts at the bundle digest. Entries recorded by earlier phases are appended once the log is
-//! open.
+//! open. [`record_failure`] records a failed phase and copies the log to the controllers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,9 +14,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::context::Run;
-use super::{HostFailure, Phase, PhaseError, for_each_host};
-use crate::blueprint::audit::{self, AuditLog, AuditLogError};
+use super::{HostFailure, HostFailures, Phase, PhaseError, for_each_host};
+use crate::blueprint::audit::{self, AuditLog, AuditLogError, Draft};
+use crate::blueprint::controllers::remote_path;
 use crate::blueprint::controllers::{self, RemoteLog, RemoteLogError};
+use crate::blueprint::{now_rfc3339, write_file};
 use crate::digest::Digest;
 use crate::remote::Host;
 
@@ -203,5 +205,85 @@ impl Phase<Run> for OpenAuditLog {
             remote.join(", ")
         ));
         Ok(())
+    }
+}
+
+/// Records a failed phase in the audit log, one entry per failed host, then writes the log head
+/// and brings the controllers' copies up to date where they can be reached. A failure before
+/// the log was opened stays unrecorded: no host was changed by then.
+pub async fn record_failure(run: &mut Run, error: &PhaseError) {
+    let failed: Vec<(String, String)> = match error.error.downcast_ref::<HostFailures>() {
+        Some(failures) => failures
+            .failures
+            .iter()
+            .map(|failure| (failure.host.clone(), summary(&failure.error)))
+            .collect(),
+        None => vec![("local".to_string(), summary(&error.error))],
+    };
+    for (host, reason) in failed {
+        run.audit.record(Draft {
+            time: now_rfc3339(),
+            phase: error.phase.to_string(),
+            host,
+            action: "phase failed".to_string(),
+            digest: None,
+            result: format!("failed: {reason}"),
+        });
+    }
+    let Some(head) = run.audit.log().map(|log| log.head()) else {
+        return;
+    };
+    if let Err(error) = write_file(
+        &run.settings.out_dir,
+        audit::HEAD_FILE_NAME,
+        head.to_text().as_bytes(),
+    ) {
+        tracing::warn!(error = %format!("{error:#}"), "cannot write the audit log head");
+    }
+    let log_path = run.settings.out_dir.join(audit::FILE_NAME);
+    let Ok(Some(text)) = audit::read_log(&log_path) else {
+        return;
+    };
+    for node in run
+        .nodes
+        .iter()
+        .filter(|node| node.spec.role.is_controller())
+    {
+        let Some(host) = node.connection.clone() else {
+            continue;
+        };
+        let path = remote_path(&node.spec.data_dir, audit::FILE_NAME);
+        let head_path = remote_path(&node.spec.data_dir, audit::HEAD_FILE_NAME);
+        let synced = async {
+            controllers::sync_log(&host, &path, &text).await?;
+            host.write_file(&head_path, head.to_text().as_bytes(), "0600")
+                .await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(error) = synced {
+            tracing::warn!(host = %node.label(), error = %format!("{error:#}"), "cannot copy the audit log to the controller");
+        }
+    }
+}
+
+/// Joins the error and its causes on one line, each cut at its first line break, to at most 400
+/// characters, so that an audit entry names the failure without a page of context.
+fn summary(error: &anyhow::Error) -> String {
+    let text = error
+        .chain()
+        .map(|cause| {
+            cause
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(": ");
+    match text.char_indices().nth(400) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }

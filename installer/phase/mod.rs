@@ -31,11 +31,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
+pub use audit_log::record_failure;
 pub use context::{Node, RecordedAction, Run, RunSettings, StackOutcome};
 pub use facts::{Facts, Gpu};
 pub use hosts::{HostFailure, HostFailures, for_each_host, for_each_host_settled};
 pub use k0s_ops::K0sPaths;
-pub use write_blueprint::record_failure;
 
 use crate::ui::{Ui, format_duration};
 
