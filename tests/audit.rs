@@ -270,3 +270,52 @@ fn apply_continues_the_chain_of_the_controllers() {
     assert!(text.contains(&lab.host("lab-1").address), "{text}");
     assert!(text.contains("differ from the first"), "{text}");
 }
+
+#[test]
+fn failed_phase_is_recorded_per_host() {
+    let Some(lab) = Lab::start_with(
+        "failed_phase_is_recorded_per_host",
+        2,
+        &["--disk-size", "16M"],
+    ) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+
+    let out = lab.dir.join("out");
+    let entries: Vec<serde_json::Value> = lines(&out.join(FILE_NAME))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let failed: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "phase failed")
+        .collect();
+    let hosts: Vec<&str> = failed.iter().map(|e| e["host"].as_str().unwrap()).collect();
+    assert_eq!(
+        hosts,
+        [
+            lab.host("lab-1").address.as_str(),
+            lab.host("lab-2").address.as_str()
+        ]
+    );
+    for entry in &failed {
+        assert_eq!(entry["phase"], "Preflight checks");
+        let result = entry["result"].as_str().unwrap();
+        assert!(
+            result.starts_with("failed: ") && result.contains("/var/lib/k0s needs"),
+            "{result}"
+        );
+        assert!(!result.contains('\n'), "{result}");
+    }
+
+    let verified = verify(&out.join(FILE_NAME));
+    assert!(verified.status.success(), "{}", describe(&verified));
+    let remote = lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/audit.log");
+    assert_eq!(remote.stdout, fs::read(out.join(FILE_NAME)).unwrap());
+}
