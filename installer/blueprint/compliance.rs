@@ -298,7 +298,7 @@ fn tenant_classification(blueprint: &Blueprint, evidence: &Evidence<'_>) -> Cont
     row.counted(
         passed,
         blueprint.tenants.len() as u64,
-        "tenant namespaces labelled",
+        "tenant namespaces labelled with their classification",
         &problems,
     )
 }
@@ -326,12 +326,8 @@ fn tenant_object(
         .map(|tenant| format!("{kind} {name} is missing in namespace {}", tenant.name))
         .collect();
     let total = blueprint.tenants.len() as u64;
-    row.counted(
-        total - missing.len() as u64,
-        total,
-        "tenant namespaces",
-        &missing,
-    )
+    let what = format!("tenant namespaces have {kind} {name}");
+    row.counted(total - missing.len() as u64, total, &what, &missing)
 }
 
 fn policies_in_force(blueprint: &Blueprint, evidence: &Evidence<'_>) -> Control {

@@ -241,7 +241,7 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
         let drifted: std::collections::BTreeSet<&str> =
             findings.iter().map(|f| f.host.as_str()).collect();
         ui.println(&format!(
-            "drift: {} differences on {} hosts; `airlock apply` restores what it installed",
+            "drift: {} differences on {} hosts, listed above",
             findings.len(),
             drifted.len()
         ));
