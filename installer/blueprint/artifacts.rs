@@ -29,6 +29,8 @@ pub enum ArchiveError {
 
 /// Lists the images of an image archive (a tar of an OCI image layout): each manifest of its
 /// `index.json` that names an image through containerd's or the OCI ref-name annotation.
+// NOTE: a Docker-format archive (`manifest.json` with `RepoTags`, no `index.json`) is reported as
+// having no index, so its images count as foreign in the compliance matrix.
 pub fn archive_images(
     bundle: &VerifiedBundle,
     artifact: &Artifact,
