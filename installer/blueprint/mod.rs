@@ -27,6 +27,16 @@ pub struct Blueprint {
     pub bundle: BundleRecord,
     pub k0s: K0sRecord,
     pub nodes: Vec<NodeRecord>,
+    /// The stacks installed, with the versions the bundle gave them.
+    #[serde(default)]
+    pub stacks: Vec<StackRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StackRecord {
+    pub name: String,
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -89,6 +99,14 @@ pub enum BlueprintError {
 }
 
 impl Blueprint {
+    /// The installed stacks' versions by stack name.
+    pub fn stack_versions(&self) -> BTreeMap<String, String> {
+        self.stacks
+            .iter()
+            .map(|stack| (stack.name.clone(), stack.version.clone()))
+            .collect()
+    }
+
     pub fn to_yaml(&self) -> Result<String, BlueprintError> {
         Ok(format!(
             "# The as-built record of cluster {}, written by airlock. Do not edit: `airlock status`\n\

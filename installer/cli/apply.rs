@@ -9,7 +9,7 @@ use super::config::load_error;
 use super::{CliError, CliResult, Status};
 use crate::bundle::{Bundle, PublicKey, TrustPolicy};
 use crate::config::Cluster;
-use crate::phase::{self, PhaseError, Run, RunSettings};
+use crate::phase::{self, PhaseError, Run, RunMode, RunSettings};
 use crate::remote::ConnectOptions;
 use crate::ui::{Ui, format_duration};
 
@@ -90,6 +90,7 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
     let trust = trust_policy(&cluster, &args.keys, args.allow_unsigned)?;
     let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
     let settings = RunSettings {
+        mode: RunMode::Apply,
         dry_run: args.dry_run,
         concurrency: usize::from(args.concurrency),
         known_hosts: args.connection.known_hosts_path(),

@@ -71,13 +71,20 @@ impl Phase<Run> for Upload {
         for node in &mut run.nodes {
             for file in &mut node.uploads {
                 file.present = true;
-                node.placed.insert(file.path.clone(), file.digest);
+                // A staged file counts as placed once an upgrade moved it into place.
+                if file.final_path.is_none() {
+                    node.placed.insert(file.path.clone(), file.digest);
+                }
             }
         }
         Ok(())
     }
 
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        if run.upgrading() {
+            // The upgrade plan already counted each host's uploads.
+            return Ok(());
+        }
         for node in &run.nodes {
             for file in &node.uploads {
                 let action = if file.present {

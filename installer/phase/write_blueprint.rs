@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use crate::blueprint::StackRecord;
+
 use super::context::Run;
 use super::plan::airlock_dir;
 use super::{HostFailure, Phase, PhaseError, for_each_host};
@@ -36,7 +38,12 @@ pub fn build(run: &Run) -> Blueprint {
                 .iter()
                 .map(|gpu| format!("{} {}", gpu.address, gpu.name))
                 .collect(),
-            k0s_version: manifest.k0s.version.clone(),
+            k0s_version: node
+                .facts
+                .k0s_status
+                .as_ref()
+                .map(|status| status.version.clone())
+                .unwrap_or_else(|| manifest.k0s.version.clone()),
             files: node.placed.clone(),
         })
         .collect();
@@ -56,6 +63,19 @@ pub fn build(run: &Run) -> Blueprint {
             version: manifest.k0s.version.clone(),
         },
         nodes,
+        stacks: run
+            .stacks
+            .iter()
+            .flat_map(|rendered| &rendered.stacks)
+            .map(|stack| StackRecord {
+                name: stack.stack.name().to_string(),
+                version: manifest
+                    .stacks
+                    .iter()
+                    .find(|s| s.name == stack.stack.name())
+                    .map_or_else(|| "built-in".to_string(), |s| s.version.clone()),
+            })
+            .collect(),
     }
 }
 
@@ -66,33 +86,7 @@ impl Phase<Run> for WriteBlueprint {
     }
 
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
-        let blueprint = build(run);
-        let text = blueprint.to_yaml()?;
-        blueprint.write_to(&run.settings.out_dir)?;
-
-        let controllers: Vec<_> = run
-            .nodes
-            .iter()
-            .filter(|node| node.spec.role.is_controller())
-            .map(|node| {
-                (
-                    node.host(),
-                    node.label(),
-                    format!("{}/{FILE_NAME}", airlock_dir(&node.spec.data_dir)),
-                )
-            })
-            .collect();
-        let text = &text;
-        for_each_host(
-            controllers,
-            run.settings.concurrency,
-            |(host, label, path)| async move {
-                host.write_file(&path, text.as_bytes(), "0600")
-                    .await
-                    .map_err(|e| HostFailure::new(label, e))
-            },
-        )
-        .await?;
+        write(run).await?;
         run.ui.println(&format!(
             "wrote {}",
             run.settings.out_dir.join(FILE_NAME).display()
@@ -107,4 +101,36 @@ impl Phase<Run> for WriteBlueprint {
         ));
         Ok(())
     }
+}
+
+/// Writes the blueprint locally and onto every controller.
+pub async fn write(run: &Run) -> Result<(), PhaseError> {
+    let blueprint = build(run);
+    let text = blueprint.to_yaml()?;
+    blueprint.write_to(&run.settings.out_dir)?;
+
+    let controllers: Vec<_> = run
+        .nodes
+        .iter()
+        .filter(|node| node.spec.role.is_controller())
+        .map(|node| {
+            (
+                node.host(),
+                node.label(),
+                format!("{}/{FILE_NAME}", airlock_dir(&node.spec.data_dir)),
+            )
+        })
+        .collect();
+    let text = &text;
+    for_each_host(
+        controllers,
+        run.settings.concurrency,
+        |(host, label, path)| async move {
+            host.write_file(&path, text.as_bytes(), "0600")
+                .await
+                .map_err(|e| HostFailure::new(label, e))
+        },
+    )
+    .await?;
+    Ok(())
 }

@@ -206,7 +206,10 @@ impl BundleImages {
 
     /// Returns the bundle's image of `repository` when the bundle carries exactly one tag of it.
     fn only_tag_of(&self, repository: &str) -> Option<&(ImageRef, Digest)> {
-        let mut tags = self.by_reference.values().filter(|(image, _)| image.repository() == repository);
+        let mut tags = self
+            .by_reference
+            .values()
+            .filter(|(image, _)| image.repository() == repository);
         let first = tags.next();
         if tags.next().is_some() { None } else { first }
     }
@@ -233,12 +236,12 @@ impl BundleImages {
         wanted: &ImageRef,
     ) -> Result<(PinnedImage, ImageValues), RenderError> {
         let exact = self.by_reference.get(&wanted.tagged());
-        let (image, digest) = exact.or_else(|| self.only_tag_of(&wanted.repository())).ok_or_else(|| {
-            RenderError::ImageNotInBundle {
+        let (image, digest) = exact
+            .or_else(|| self.only_tag_of(&wanted.repository()))
+            .ok_or_else(|| RenderError::ImageNotInBundle {
                 stack,
                 reference: wanted.tagged(),
-            }
-        })?;
+            })?;
         if let Some(listed) = wanted.digest
             && exact.is_some()
             && listed != *digest
@@ -320,9 +323,15 @@ mod tests {
         assert_eq!(pinned.reference, "quay.io/kubevirt/virt-api:v1.9.1");
         assert_eq!(values.tag, "v1.9.1");
 
-        let older = super::super::BundleImage { reference: "quay.io/kubevirt/virt-api:v1.8.0".into(), ..newer.clone() };
+        let older = super::super::BundleImage {
+            reference: "quay.io/kubevirt/virt-api:v1.8.0".into(),
+            ..newer.clone()
+        };
         let two = BundleImages::new(&[newer, older]).unwrap();
-        assert!(matches!(two.resolve(Stack::Kubevirt, &wanted), Err(RenderError::ImageNotInBundle { .. })));
+        assert!(matches!(
+            two.resolve(Stack::Kubevirt, &wanted),
+            Err(RenderError::ImageNotInBundle { .. })
+        ));
     }
 
     #[test]
