@@ -6,5 +6,7 @@ mod bundle {
     pub mod broken;
     pub mod fixtures;
     pub mod library;
+    pub mod network;
     pub mod roundtrip;
+    pub mod servers;
 }
