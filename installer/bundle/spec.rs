@@ -388,6 +388,7 @@ impl BundleSpec {
         }
 
         let mut names = HashSet::new();
+        let mut urls = std::collections::HashMap::new();
         let artifacts = self
             .artifacts
             .iter()
@@ -420,6 +421,15 @@ impl BundleSpec {
             }
             self.check_remote_source(&artifact.source)
                 .map_err(|reason| format!("artifact {:?}: {reason}", artifact.name))?;
+            // Two downloads of one URL would write the same partial file.
+            if let Source::Url(url) = &artifact.source
+                && let Some(first) = urls.insert(url.as_str(), artifact.name.as_str())
+            {
+                return Err(format!(
+                    "artifacts {first:?} and {:?} both download {url}; list it once",
+                    artifact.name
+                ));
+            }
         }
 
         for stack in &self.stacks {
@@ -637,6 +647,137 @@ stacks:
         let error = parse(&GOOD.replace("name: example-chart", "name: k0s")).unwrap_err();
         assert!(
             error.contains("artifact \"k0s\" is listed twice"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn spec_plain_http_needs_listed_host() {
+        let http = GOOD.replace("{ file: bin/k0s }", "{ url: 'http://127.0.0.1:8080/k0s' }");
+        let error = parse(&http).unwrap_err();
+        assert!(error.contains("uses plain HTTP"), "{error}");
+        assert!(
+            error.contains("list \"127.0.0.1:8080\" under plainHttp"),
+            "{error}"
+        );
+
+        let listed = format!("plainHttp: ['127.0.0.1:8080']\n{http}");
+        assert!(parse(&listed).unwrap().allows_plain_http("127.0.0.1:8080"));
+        let other_port = format!("plainHttp: ['127.0.0.1:8081']\n{http}");
+        assert!(parse(&other_port).is_err());
+    }
+
+    #[test]
+    fn spec_rejects_credentials_and_other_schemes() {
+        for (url, expected) in [
+            (
+                "https://user:secret@example.invalid/k0s",
+                "contains credentials",
+            ),
+            ("ftp://example.invalid/k0s", "has the scheme \"ftp\""),
+            ("not a url", "invalid url"),
+        ] {
+            let error = parse(&GOOD.replace("{ file: bin/k0s }", &format!("{{ url: '{url}' }}")))
+                .unwrap_err();
+            assert!(error.contains(expected), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn spec_rejects_one_url_twice() {
+        let yaml = GOOD
+            .replace(
+                "{ file: bin/k0s }",
+                "{ url: 'https://example.invalid/k0s' }",
+            )
+            .replace(
+                "source: { file: example-1.0.0.tgz }",
+                "source: { url: 'https://example.invalid/k0s' }",
+            );
+        let error = parse(&yaml).unwrap_err();
+        assert!(
+            error.contains("both download https://example.invalid/k0s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn spec_chart_source_needs_chart_kind() {
+        let yaml = GOOD.replace(
+            "{ file: bin/k0s }",
+            "{ chart: { repo: 'oci://registry.example/charts', name: k0s, version: 1.0.0 } }",
+        );
+        let error = parse(&yaml).unwrap_err();
+        assert!(
+            error.contains("a chart source needs `kind: chart`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn image_list_adds_every_listed_image() {
+        let yaml = "name: t\nversion: 1\nk0s: { version: v1.36.3+k0s.0 }\nstacks:\n  - name: kubevirt\n    version: v1.9.0\n    imageList: {}\n";
+        let spec = parse(yaml).unwrap();
+        let images = &spec.stacks[0].images;
+        let listed = stacks::image_list(stacks::Stack::Kubevirt).unwrap();
+        assert_eq!(images.len(), listed.len());
+        for (image, listed) in images.iter().zip(&listed) {
+            assert_eq!(image.reference, listed.reference);
+            assert_eq!(image.source, Source::Image(listed.reference.clone()));
+        }
+    }
+
+    #[test]
+    fn image_list_expands_os_suffixes_and_skips() {
+        let base = "name: t\nversion: 1\nk0s: { version: v1.36.3+k0s.0 }\nstacks:\n  - name: gpu-operator\n    version: v26.7.0\n";
+        let error = parse(&format!("{base}    imageList: {{}}\n")).unwrap_err();
+        assert!(error.contains("set imageList.osSuffixes"), "{error}");
+
+        let spec = parse(&format!(
+            "{base}    imageList: {{ osSuffixes: [ubuntu24.04, rhel9.6] }}\n"
+        ))
+        .unwrap();
+        let references: Vec<&str> = spec.stacks[0]
+            .images
+            .iter()
+            .map(|image| image.reference.as_str())
+            .collect();
+        assert!(references.contains(&"nvcr.io/nvidia/driver:595.91.07-ubuntu24.04"));
+        assert!(references.contains(&"nvcr.io/nvidia/driver:595.91.07-rhel9.6"));
+
+        let skipped = parse(&format!("{base}    imageList: {{ skip: [driver] }}\n")).unwrap();
+        assert!(
+            skipped.stacks[0]
+                .images
+                .iter()
+                .all(|image| !image.reference.contains("/driver:"))
+        );
+        let typo = parse(&format!("{base}    imageList: {{ skip: [drivers] }}\n")).unwrap_err();
+        assert!(typo.contains("imageList.skip names \"drivers\""), "{typo}");
+    }
+
+    #[test]
+    fn image_list_keeps_an_explicit_pin() {
+        let digest = Digest::of_bytes(b"virt-api");
+        let yaml = format!(
+            "name: t\nversion: 1\nk0s: {{ version: v1.36.3+k0s.0 }}\nstacks:\n  - name: kubevirt\n    version: v1.9.0\n    imageList: {{}}\n    images:\n      - {{ ref: 'quay.io/kubevirt/virt-api:v1.9.0', digest: '{digest}', source: {{ image: 'quay.io/kubevirt/virt-api:v1.9.0' }} }}\n"
+        );
+        let spec = parse(&yaml).unwrap();
+        let pinned: Vec<&ImageSpec> = spec.stacks[0]
+            .images
+            .iter()
+            .filter(|image| image.reference == "quay.io/kubevirt/virt-api:v1.9.0")
+            .collect();
+        assert_eq!(pinned.len(), 1);
+        assert_eq!(pinned[0].digest, Some(digest));
+    }
+
+    #[test]
+    fn image_list_needs_a_known_stack() {
+        let yaml = "name: t\nversion: 1\nk0s: { version: v1.36.3+k0s.0 }\nstacks:\n  - name: storage\n    version: 1.0.0\n    imageList: {}\n";
+        let error = parse(yaml).unwrap_err();
+        assert!(
+            error.contains("stack \"storage\" has no image list"),
             "{error}"
         );
     }

@@ -777,3 +777,106 @@ fn plain_http_url_needs_plain_http_entry() {
         "{stderr}"
     );
 }
+
+#[test]
+fn oci_chart_comes_from_registry() {
+    let net = Net::new();
+    let registry = Registry::start(&net.path("registry"), RegistryAuth::Anonymous, None);
+    let reference: oci_client::Reference = format!("{}/charts/example:1.0.0", registry.authority())
+        .parse()
+        .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = oci_client::Client::new(oci_client::client::ClientConfig {
+            protocol: oci_client::client::ClientProtocol::Http,
+            ..Default::default()
+        });
+        let layer = oci_client::client::ImageLayer::new(
+            net.chart.clone(),
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip".to_string(),
+            None,
+        );
+        let config = oci_client::client::Config::new(
+            b"{\"name\":\"example\",\"version\":\"1.0.0\"}".to_vec(),
+            "application/vnd.cncf.helm.config.v1+json".to_string(),
+            None,
+        );
+        client
+            .push(
+                &reference,
+                &[layer],
+                config,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            )
+            .await
+            .unwrap();
+    });
+
+    let spec = net.path("chart.yaml");
+    fs::write(
+        &spec,
+        format!(
+            "name: chart\nversion: 1\nk0s: {{ version: v1.35.3+k0s.0 }}\nplainHttp: ['{authority}']\nstacks:\n  - name: example\n    version: 1.0.0\n    artifacts:\n      \
+             - {{ name: example-chart, kind: chart, source: {{ chart: {{ repo: 'oci://{authority}/charts', name: example, version: 1.0.0 }} }} }}\n",
+            authority = registry.authority()
+        ),
+    )
+    .unwrap();
+    let bundle = net.path("bundle");
+    net.build(&spec, &bundle, &[], &[], 0);
+    let chart_digest = format!("sha256:{}", sha256_hex(&net.chart));
+    let manifest = fs::read_to_string(bundle.join("bundle.yaml")).unwrap();
+    assert!(manifest.contains(&chart_digest), "{manifest}");
+    assert!(
+        manifest.contains("path: <data-dir>/airlock/charts/example-1.0.0.tgz"),
+        "{manifest}"
+    );
+    let lock = fs::read_to_string(net.path("chart.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("repo: oci://{}/charts", registry.authority())),
+        "{lock}"
+    );
+    assert!(lock.contains(&chart_digest), "{lock}");
+    run_ok(&[
+        "bundle",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--allow-unsigned",
+    ]);
+}
+
+#[test]
+fn image_platform_follows_index_and_config() {
+    let net = Net::new();
+    let registry = net.registry();
+    let spec = net.path("arm.yaml");
+    let write_spec = |tag: &str| {
+        fs::write(
+            &spec,
+            format!(
+                "name: arm\nversion: 1\nk0s: {{ version: v1.35.3+k0s.0 }}\nplatform: linux/arm64\nplainHttp: ['{authority}']\nstacks:\n  - name: example\n    version: 1.0.0\n    images:\n      \
+                 - {{ ref: 'registry.example/app:{tag}', source: {{ image: '{authority}/app:{tag}' }} }}\n",
+                authority = registry.authority()
+            ),
+        )
+        .unwrap();
+    };
+
+    // The multi-arch image resolves to its arm64 manifest.
+    write_spec("2.0");
+    let bundle = net.path("bundle");
+    net.build(&spec, &bundle, &[], &[], 0);
+    let target = format!("oci:{}:registry.example/app:2.0", bundle.display());
+    let config = tool_ok("skopeo", &["inspect", "--config", &target], None);
+    assert!(config.contains("\"architecture\": \"arm64\""), "{config}");
+    let lock = fs::read_to_string(net.path("arm.lock")).unwrap();
+    assert!(lock.contains("platform: linux/arm64"), "{lock}");
+
+    // The single-platform image is for amd64, which its config says.
+    write_spec("1.0");
+    let stderr = net.build(&spec, &net.path("single"), &[], &[], USAGE);
+    assert!(
+        stderr.contains("is an image for linux/amd64, but the bundle needs linux/arm64"),
+        "{stderr}"
+    );
+}
