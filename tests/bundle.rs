@@ -7,6 +7,7 @@ mod bundle {
     pub mod fixtures;
     pub mod library;
     pub mod network;
+    pub mod production;
     pub mod roundtrip;
     pub mod servers;
 }
