@@ -7,7 +7,7 @@
 //!
 //! A stack whose entry has `imageList` gets every image of its list under `images/` (the list the
 //! stacks module renders with) added to its `images`, so that the bundle carries what the stack's
-//! templates pin. [`BundleSpec::load`] expands those lists, so the rest of the build sees one
+//! templates pin. [`BundleSpec::load`] expands those lists, so the rest of the build reads one
 //! list of images per stack.
 
 use std::collections::HashSet;
@@ -116,7 +116,7 @@ pub struct ImageSpec {
 /// `{ ociLayout: { path: PATH, ref: REF } }`, `{ url: URL }`, `{ chart: { repo, name, version } }`
 /// or `{ image: REF }`.
 ///
-/// `file` and `ociLayout` are read from disk; `url`, `chart` and `image` are downloaded, and
+/// `file` and `ociLayout` are read from disk. `url`, `chart` and `image` are downloaded, and
 /// their digests are pinned by the specification or recorded in its lock file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {

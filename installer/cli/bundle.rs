@@ -474,7 +474,7 @@ fn build_error(error: BuildError) -> CliError {
     }
 }
 
-/// The exit status and help line of a failed download.
+/// Chooses the exit status and help line of a failed download.
 fn fetch_help(error: &FetchError) -> (Status, Option<String>) {
     let upstream_changed = |pinned_by: &PinOrigin| match pinned_by {
         PinOrigin::Spec => "the download is not the pinned content; check the source, or update \

@@ -3,8 +3,8 @@
 //!
 //! Entries under `auths` give a user name and password (as `auth`, base64 of `user:password`, or
 //! as `username` and `password`). `credHelpers` names a helper per registry and `credsStore` one
-//! for every registry; a helper is the program `docker-credential-<name>`, asked with `get` and
-//! the registry on standard input, as Docker does. Secrets never reach a log: the types here
+//! for every registry. A helper is the program `docker-credential-<name>`, run with `get` and the
+//! registry on standard input, as Docker runs it. Secrets never reach a log: the types here
 //! print `<redacted>` in their place.
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,7 +99,7 @@ struct HelperOutput {
 pub struct Credentials {
     path: Option<PathBuf>,
     config: ConfigFile,
-    /// Answers of credential helpers, so each helper runs once per registry and build.
+    /// Results of credential helpers, so that each helper runs once per registry and build.
     cache: Mutex<HashMap<String, RegistryCredential>>,
 }
 
@@ -279,7 +279,7 @@ async fn run_helper(
         .map_err(|error| failed(error.to_string()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        // Docker's helpers answer this for a registry they hold nothing for.
+        // Docker's helpers print this for a registry they store nothing for.
         if stdout.contains("credentials not found") {
             return Ok(RegistryCredential::Anonymous);
         }

@@ -66,7 +66,9 @@ impl Origin for UrlOrigin<'_> {
         if start != 0 && start != offset {
             return Err(OpenError::Permanent(FetchError::Http {
                 url: self.url.to_string(),
-                reason: format!("answered a request for bytes {offset}- with bytes {start}-"),
+                reason: format!(
+                    "the server returned bytes {start}- for a request of bytes {offset}-"
+                ),
             }));
         }
         let total = match status {
@@ -158,11 +160,11 @@ fn status_error(url: &Url, status: StatusCode) -> OpenError<FetchError> {
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT;
     if transient {
-        OpenError::Transient(format!("{url} answered {status}"))
+        OpenError::Transient(format!("{url} returned HTTP {status}"))
     } else {
         OpenError::Permanent(FetchError::Http {
             url: url.to_string(),
-            reason: format!("answered {status}"),
+            reason: format!("the server returned HTTP {status}"),
         })
     }
 }

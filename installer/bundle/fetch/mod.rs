@@ -7,8 +7,8 @@
 //! reused without a request, so a build run again with the same specification and lock downloads
 //! nothing it already has. Downloads run `jobs` at a time and share layers between images.
 
-// Fetch errors carry their evidence (URLs, both digests, where the pin comes from), which makes
-// them larger than clippy likes; a build makes at most one, so their size costs nothing.
+// Fetch errors carry their evidence (URLs, both digests, the pin's origin), which makes them
+// larger than clippy likes. A build makes at most one, so their size costs nothing.
 #![allow(clippy::result_large_err)]
 
 mod chart;
@@ -46,7 +46,7 @@ use crate::ui::{Item, Ui, format_bytes};
 /// The media type of the chart archive layer of a Helm chart stored in an OCI registry.
 const HELM_CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 
-/// How `bundle build` downloads.
+/// The download settings of `bundle build`.
 #[derive(Debug)]
 pub struct NetworkOptions {
     /// The number of downloads that run at a time.
@@ -67,7 +67,7 @@ impl Default for NetworkOptions {
     }
 }
 
-/// Where the digest a download is checked against comes from.
+/// The origin of the digest a download is checked against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinOrigin {
     Spec,
@@ -803,7 +803,7 @@ impl<'a> Fetcher<'a> {
                 }
             })?;
 
-        // 3. An image that came without an index says its platform in its config.
+        // 3. An image that came without an index names its platform in its config.
         let mut fetched = Vec::new();
         for image in resolved {
             if !image.platform_from_index {

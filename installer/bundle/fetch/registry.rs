@@ -377,10 +377,14 @@ fn classify(
                 registry: registry.clone(),
                 reference: reference.whole(),
             }),
-            408 | 429 | 500..=599 => {
-                OpenError::Transient(format!("the registry answered {code}: {}", message.trim()))
-            }
-            _ => other(format!("the registry answered {code}: {}", message.trim())),
+            408 | 429 | 500..=599 => OpenError::Transient(format!(
+                "the registry returned HTTP {code}: {}",
+                message.trim()
+            )),
+            _ => other(format!(
+                "the registry returned HTTP {code}: {}",
+                message.trim()
+            )),
         },
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();

@@ -4,8 +4,8 @@
 //! that fails (here, or in an earlier run) continues from the bytes already on disk with a range
 //! request. A blocking thread fed by a bounded channel writes and hashes them. The partial file is
 //! renamed to its digest only when the download is complete and the digest matches the expected
-//! one; a mismatch removes it. Transient failures (connection errors, timeouts, 5xx and 429
-//! answers, a body cut short) are retried with exponential backoff.
+//! one; a mismatch removes it. Transient failures (connection and TLS errors, timeouts, HTTP 5xx,
+//! 408 and 429 responses, a body cut short) are retried with exponential backoff.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -37,11 +37,11 @@ pub(crate) struct Opened {
     /// The offset of the first byte of `stream`: the offset asked for, or 0 when the server
     /// ignored the range request.
     pub start: u64,
-    /// The size of the whole content, when the server said it.
+    /// The size of the whole content, when the server sent it.
     pub total: Option<u64>,
 }
 
-/// Why a request for content failed.
+/// A failed request for content, sorted by whether a retry can help.
 #[derive(Debug)]
 pub(crate) enum OpenError<E> {
     /// Worth trying again: the reason is logged and kept for the final error.
@@ -50,7 +50,7 @@ pub(crate) enum OpenError<E> {
     Permanent(E),
 }
 
-/// Where a download's bytes come from: a URL or a registry blob.
+/// The source of a download's bytes: a URL or a registry blob.
 #[async_trait]
 pub(crate) trait Origin: Send + Sync {
     type Error: Send;
@@ -196,8 +196,8 @@ async fn receive<O: Origin>(
                 blobs.counters.add_downloaded(length);
             }
             Err(error) => {
-                // A library that checks the digest itself reports a mismatch as a stream error at
-                // the end of a complete body; the check after the download reports it properly.
+                // oci-client checks a complete body's digest itself and reports a mismatch as a
+                // stream error. The check after the download reports it with the digests.
                 if expected.size != Some(received) {
                     failure = Some(OpenError::Transient(format!(
                         "the connection failed after {received} bytes: {error}"
