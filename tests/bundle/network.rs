@@ -471,9 +471,9 @@ fn lock_detects_changed_upstream_file_and_tag() {
     net.build(&spec, &net.path("first"), &[], &[], 0);
     let lock = net.path("net.lock");
 
-    // The file at the URL changes.
+    // The file at the URL changes, and its size with it.
     let path = "/releases/k0s-v1.35.3+k0s.0-amd64";
-    net.files.put(path, noise(99, 600 << 10));
+    net.files.put(path, noise(99, 500 << 10));
     let stderr = net.build(&spec, &net.path("second"), &[], &[], FAILURE);
     assert!(
         stderr.contains(&format!("the lock file {} records", lock.display())),
@@ -484,7 +484,7 @@ fn lock_detects_changed_upstream_file_and_tag() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("sha256:{}", sha256_hex(&noise(99, 600 << 10)))),
+        stderr.contains(&format!("sha256:{}", sha256_hex(&noise(99, 500 << 10)))),
         "{stderr}"
     );
     assert!(

@@ -513,9 +513,11 @@ impl<'a> Fetcher<'a> {
             client: &self.http,
             url: &parsed,
         };
+        // The size a lock file records is left out: a file that changed upstream should fail on
+        // its digest, whose message names the lock file.
         let expected = Expected {
             digest: pin.map(|pin| pin.digest),
-            size: pin.and_then(|pin| pin.size),
+            size: None,
         };
         let key = Digest::of_bytes(url.as_bytes()).hex();
         let blob = download(self.blobs, &origin, &key, expected, item)
@@ -573,7 +575,7 @@ impl<'a> Fetcher<'a> {
         }
         let expected = Expected {
             digest: indexed.digest.or(pin.map(|pin| pin.digest)),
-            size: pin.and_then(|pin| pin.size),
+            size: None,
         };
         if let Some(digest) = indexed.digest
             && let Some(blob) = self.reuse(digest).await?
