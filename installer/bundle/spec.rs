@@ -108,6 +108,8 @@ pub struct ImageSpec {
     /// The expected digest of the image manifest (after platform resolution).
     #[serde(default)]
     pub digest: Option<Digest>,
+    // NOTE: a bundle carries one platform of each image, because index.json and the stacks name
+    // images by reference alone; a cluster of two architectures cannot be served yet.
     #[serde(default)]
     pub platform: Option<Platform>,
 }

@@ -42,6 +42,8 @@ struct IndexEntry {
 }
 
 /// Finds `chart` in its repository's index.
+// NOTE: classic repositories are read without credentials; a repository behind basic auth fails
+// with HTTP 401 until the specification can name credentials for it.
 pub(crate) async fn find(
     client: &reqwest::Client,
     chart: &ChartSource,
