@@ -36,7 +36,8 @@ pub enum BundleCommand {
 pub struct BuildArgs {
     /// The bundle specification (YAML); artifact paths in it are relative to its directory.
     pub spec: PathBuf,
-    /// The bundle directory to write; it must be missing or empty.
+    /// The bundle directory to write: a missing or empty directory, or the output of an earlier
+    /// build, whose blobs are reused.
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
     /// Sign the bundle with this minisign secret key once it is built.
