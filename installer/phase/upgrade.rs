@@ -3,8 +3,8 @@
 //! workers in batches, and the stacks last.
 //!
 //! Progress is kept on the first controller in `<data-dir>/airlock/upgrade.json`: the target
-//! bundle and the nodes that are done. A run that stops part-way continues from the first node
-//! that is not done when the same command runs again; a done node is never drained again. Past
+//! bundle and the nodes that are done. When a run stops part-way, the same command continues from
+//! the first node that is not done, and a done node is never drained again. Past
 //! upgrades' durations (`upgrade-history.json`) let the plan say how long each step took last
 //! time.
 
@@ -268,7 +268,7 @@ async fn check_nodes(run: &Run, only: Option<&[String]>) -> Result<(), PhaseErro
 }
 
 /// Phase "Plan the upgrade": what changes on each host and stack, printed before anything
-/// changes. A dry run stops here.
+/// changes. In a dry run, the phases after it change nothing.
 pub struct PlanUpgrade;
 
 #[async_trait]
@@ -562,13 +562,10 @@ async fn move_staged(
         if host.sha256(final_path).await? == Some(file.digest) {
             continue;
         }
-        let staged = host.sha256(&file.path).await?;
-        if staged != Some(file.digest) {
-            anyhow::bail!(
-                "the staged {} does not hold the expected {} (found {staged:?})",
-                file.path,
-                file.digest
-            );
+        match host.sha256(&file.path).await? {
+            Some(staged) if staged == file.digest => {}
+            Some(staged) => anyhow::bail!("the staged {} holds {staged}, not the expected {}", file.path, file.digest),
+            None => anyhow::bail!("the staged {} is missing; run the same command again to upload it", file.path),
         }
         let dir = final_path.rsplit_once('/').map_or(".", |(dir, _)| dir);
         host.run(&format!(
