@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod k0s;
+pub mod media;
 pub mod phase;
 pub mod remote;
 pub mod shell;

@@ -6,5 +6,8 @@ mod bundle {
     pub mod broken;
     pub mod fixtures;
     pub mod library;
+    pub mod network;
+    pub mod production;
     pub mod roundtrip;
+    pub mod servers;
 }

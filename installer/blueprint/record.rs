@@ -344,6 +344,21 @@ impl Blueprint {
         Ok(yaml_serde::from_str(text)?)
     }
 
+    /// Returns the installed stacks' versions by stack name; a stack the bundle gives no version
+    /// (one airlock renders from its own templates) is `built-in`.
+    pub fn stack_versions(&self) -> BTreeMap<String, String> {
+        self.stacks
+            .iter()
+            .map(|stack| {
+                let version = stack.version.clone();
+                (
+                    stack.name.clone(),
+                    version.unwrap_or_else(|| "built-in".to_string()),
+                )
+            })
+            .collect()
+    }
+
     /// Returns the nodes that are controllers.
     pub fn controllers(&self) -> impl Iterator<Item = &NodeRecord> {
         self.nodes.iter().filter(|node| node.is_controller())

@@ -7,7 +7,9 @@
 //! `.tar.zst`, optionally split into parts (see [`archive`]).
 //!
 //! The flow through this module:
-//! - [`build()`] turns a specification ([`spec`]) into a bundle directory;
+//! - [`build()`] turns a specification ([`spec`]) into a bundle directory, downloading what the
+//!   specification names by URL, chart or image reference ([`fetch`]) and recording the digests
+//!   it did not pin in a [`lock`] file;
 //! - [`sign()`] writes the signature;
 //! - [`Bundle::open`] opens a directory, a `.tar.zst` or the first part of a split archive;
 //! - [`Bundle::verify`] checks it against a [`TrustPolicy`] and returns a [`VerifiedBundle`],
@@ -16,8 +18,10 @@
 
 pub mod archive;
 mod build;
+pub mod fetch;
 pub mod keys;
 mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod oci;
 mod oci_archive;
@@ -26,7 +30,8 @@ pub mod spec;
 mod verified;
 mod verify;
 
-pub use build::{BuildError, BuildSummary, build};
+pub use build::{BuildError, BuildOptions, BuildSummary, TransferSummary, build};
+pub use fetch::{Credentials, FetchError, NetworkOptions, PinOrigin};
 pub use keys::{KeyError, KeyId, PublicKey, SecretKey, SignatureError, Signer, TrustPolicy};
 pub use layout::EntryProblem;
 pub use manifest::{Artifact, ArtifactKind, BundleManifest, HostSelector, InstallTarget, Platform};

@@ -2,8 +2,13 @@
 //! comes from.
 //!
 //! A specification is written by people, so unknown fields are errors that give the line and
-//! column, and every name and path is checked before anything is copied. Paths in a
-//! specification are relative to the directory of the specification file.
+//! column, and every name, path, URL and image reference is checked before anything is copied or
+//! downloaded. Paths in a specification are relative to the directory of the specification file.
+//!
+//! A stack whose entry has `imageList` gets every image of its list under `images/` (the list the
+//! stacks module renders with) added to its `images`, so that the bundle carries what the stack's
+//! templates pin. [`BundleSpec::load`] expands those lists, so the rest of the build reads one
+//! list of images per stack.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,7 @@ use serde::Deserialize;
 
 use crate::bundle::manifest::{ArtifactKind, InstallTarget, Platform};
 use crate::digest::Digest;
+use crate::stacks::{self, ImageRef};
 
 /// The largest specification airlock reads.
 const MAX_SPEC_SIZE: u64 = 4 << 20;
@@ -32,6 +38,11 @@ pub struct BundleSpec {
     pub artifacts: Vec<ArtifactSpec>,
     #[serde(default)]
     pub stacks: Vec<StackSpec>,
+    /// Hosts that `bundle build` reaches over plain HTTP, written as in URLs and image references
+    /// (`host` or `host:port`). Every other host is reached over HTTPS, and an `http://` URL to a
+    /// host not listed here is an error.
+    #[serde(default)]
+    pub plain_http: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -49,6 +60,23 @@ pub struct StackSpec {
     pub artifacts: Vec<ArtifactSpec>,
     #[serde(default)]
     pub images: Vec<ImageSpec>,
+    /// Pulls the images of the stack's list under `images/`; only for the stacks airlock renders.
+    #[serde(default)]
+    pub image_list: Option<ImageListSpec>,
+}
+
+/// Which images of a stack's image list a bundle carries: all of them unless skipped.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageListSpec {
+    /// Keys of images the site does not need, such as `driver` where GPU hosts bring their own
+    /// NVIDIA driver.
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// The `<os><version>` suffixes (such as `ubuntu24.04`) of images whose tag the operator
+    /// completes per node; one image is pulled per suffix.
+    #[serde(default)]
+    pub os_suffixes: Vec<String>,
 }
 
 /// A file artifact: the k0s binary, an image archive, a chart, a manifest...
@@ -80,6 +108,8 @@ pub struct ImageSpec {
     /// The expected digest of the image manifest (after platform resolution).
     #[serde(default)]
     pub digest: Option<Digest>,
+    // NOTE: a bundle carries one platform of each image, because index.json and the stacks name
+    // images by reference alone; a cluster of two architectures cannot be served yet.
     #[serde(default)]
     pub platform: Option<Platform>,
 }
@@ -88,18 +118,18 @@ pub struct ImageSpec {
 /// `{ ociLayout: { path: PATH, ref: REF } }`, `{ url: URL }`, `{ chart: { repo, name, version } }`
 /// or `{ image: REF }`.
 ///
-/// `bundle build` reads the local variants. The network variants are parsed so that
-/// specifications can already name them, and building one fails with a clear error until
-/// downloads are implemented.
+/// `file` and `ociLayout` are read from disk. `url`, `chart` and `image` are downloaded, and
+/// their digests are pinned by the specification or recorded in its lock file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     /// A local file, relative to the specification.
     File(PathBuf),
     /// An image in a local OCI image layout directory.
     OciLayout(OciLayoutSource),
-    /// A file downloaded over HTTPS; the artifact's `digest` pins it.
+    /// A file downloaded over HTTPS, or HTTP for hosts listed in `plainHttp`.
     Url(String),
-    /// A chart from a Helm repository.
+    /// A chart from a Helm repository: a classic one (`index.yaml`) or an OCI registry
+    /// (`oci://`).
     Chart(ChartSource),
     /// An image pulled from a registry by reference.
     Image(String),
@@ -116,6 +146,11 @@ impl Source {
             Source::Chart(_) => "chart",
             Source::Image(_) => "image",
         }
+    }
+
+    /// Returns whether `bundle build` downloads this source.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Source::Url(_) | Source::Chart(_) | Source::Image(_))
     }
 }
 
@@ -170,9 +205,33 @@ pub struct OciLayoutSource {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChartSource {
+    /// The repository: `https://…` for a classic Helm repository, whose `index.yaml` lists the
+    /// chart, or `oci://registry/path` for charts stored as OCI artifacts.
     pub repo: String,
     pub name: String,
     pub version: String,
+}
+
+impl ChartSource {
+    /// Returns the registry path of an OCI chart (`registry/path/name`), or `None` for a classic
+    /// repository.
+    pub fn oci_repository(&self) -> Option<String> {
+        self.repo
+            .strip_prefix("oci://")
+            .map(|rest| format!("{}/{}", rest.trim_end_matches('/'), self.name))
+    }
+
+    /// Returns the tag of the chart in an OCI registry: its version, with `+` replaced by `_`
+    /// because tags cannot contain `+` (Helm 3 does the same).
+    pub fn oci_tag(&self) -> String {
+        self.version.replace('+', "_")
+    }
+}
+
+impl std::fmt::Display for ChartSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "chart {} {} from {}", self.name, self.version, self.repo)
+    }
 }
 
 /// A specification that cannot be read or is invalid.
@@ -210,15 +269,93 @@ impl BundleSpec {
                 path: path.to_path_buf(),
             });
         }
-        let spec: BundleSpec = yaml_serde::from_slice(&text).map_err(|source| SpecError::Yaml {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        spec.validate().map_err(|reason| SpecError::Invalid {
+        let mut spec: BundleSpec =
+            yaml_serde::from_slice(&text).map_err(|source| SpecError::Yaml {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let invalid = |reason| SpecError::Invalid {
             path: path.to_path_buf(),
             reason,
-        })?;
+        };
+        spec.expand_image_lists().map_err(invalid)?;
+        spec.validate().map_err(invalid)?;
         Ok(spec)
+    }
+
+    /// Returns the lock file of the specification at `spec_path`: the same name with the
+    /// extension `.lock`, in the same directory.
+    pub fn lock_path(spec_path: &Path) -> PathBuf {
+        spec_path.with_extension("lock")
+    }
+
+    /// Returns whether `authority` (`host` or `host:port`) is listed in `plainHttp`.
+    pub fn allows_plain_http(&self, authority: &str) -> bool {
+        self.plain_http.iter().any(|host| host == authority)
+    }
+
+    /// Adds the images of each `imageList` to its stack's `images`. An image the stack already
+    /// lists by the same reference is kept as written, so a specification can pin the digest of
+    /// one image of a list.
+    fn expand_image_lists(&mut self) -> Result<(), String> {
+        for stack in &mut self.stacks {
+            let Some(selection) = &stack.image_list else {
+                continue;
+            };
+            let known = stacks::Stack::from_name(&stack.name).ok_or_else(|| {
+                let names: Vec<&str> = stacks::Stack::ALL.iter().map(|s| s.name()).collect();
+                format!(
+                    "stack {:?} has no image list; `imageList` works for the stacks {}",
+                    stack.name,
+                    names.join(", ")
+                )
+            })?;
+            let listed = stacks::image_list(known).map_err(|error| error.to_string())?;
+            for key in &selection.skip {
+                if !listed.iter().any(|image| &image.key == key) {
+                    let keys: Vec<&str> = listed.iter().map(|image| image.key.as_str()).collect();
+                    return Err(format!(
+                        "stack {:?}: imageList.skip names {key:?}, which is not in images/{}.yaml (its keys: {})",
+                        stack.name,
+                        known.name(),
+                        keys.join(", ")
+                    ));
+                }
+            }
+            for image in listed
+                .iter()
+                .filter(|image| !selection.skip.contains(&image.key))
+            {
+                let references = if image.os_suffix {
+                    if selection.os_suffixes.is_empty() {
+                        return Err(format!(
+                            "stack {:?}: image {:?} ({}) needs one tag per operating system of the hosts; \
+                             set imageList.osSuffixes (for example [ubuntu24.04]) or add {:?} to imageList.skip",
+                            stack.name, image.key, image.reference, image.key
+                        ));
+                    }
+                    selection
+                        .os_suffixes
+                        .iter()
+                        .map(|suffix| format!("{}-{suffix}", image.reference))
+                        .collect()
+                } else {
+                    vec![image.reference.clone()]
+                };
+                for reference in references {
+                    if stack.images.iter().any(|i| i.reference == reference) {
+                        continue;
+                    }
+                    stack.images.push(ImageSpec {
+                        source: Source::Image(reference.clone()),
+                        reference,
+                        digest: None,
+                        platform: None,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Returns the platform for entries that name none.
@@ -253,6 +390,7 @@ impl BundleSpec {
         }
 
         let mut names = HashSet::new();
+        let mut urls = std::collections::HashMap::new();
         let artifacts = self
             .artifacts
             .iter()
@@ -275,6 +413,25 @@ impl BundleSpec {
             if !names.insert(artifact.name.as_str()) {
                 return Err(format!("artifact {:?} is listed twice", artifact.name));
             }
+            if let Source::Chart(_) = &artifact.source
+                && artifact.kind != ArtifactKind::Chart
+            {
+                return Err(format!(
+                    "artifact {:?}: a chart source needs `kind: chart`",
+                    artifact.name
+                ));
+            }
+            self.check_remote_source(&artifact.source)
+                .map_err(|reason| format!("artifact {:?}: {reason}", artifact.name))?;
+            // Two downloads of one URL would write the same partial file.
+            if let Source::Url(url) = &artifact.source
+                && let Some(first) = urls.insert(url.as_str(), artifact.name.as_str())
+            {
+                return Err(format!(
+                    "artifacts {first:?} and {:?} both download {url}; list it once",
+                    artifact.name
+                ));
+            }
         }
 
         for stack in &self.stacks {
@@ -290,9 +447,90 @@ impl BundleSpec {
                 if !names.insert(image.reference.as_str()) {
                     return Err(format!("image {:?} is listed twice", image.reference));
                 }
+                self.check_remote_source(&image.source)
+                    .map_err(|reason| format!("image {:?}: {reason}", image.reference))?;
+            }
+        }
+
+        for host in &self.plain_http {
+            let valid = !host.is_empty()
+                && !host.contains("://")
+                && !host.contains('/')
+                && !host.chars().any(|c| c.is_whitespace() || c == '@');
+            if !valid {
+                return Err(format!(
+                    "invalid plainHttp entry {host:?}: expected a host or host:port, such as 127.0.0.1:5000"
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Checks a URL, chart repository or image reference before anything is downloaded.
+    fn check_remote_source(&self, source: &Source) -> Result<(), String> {
+        match source {
+            Source::Url(url) => self.check_url(url, "url").map(|_| ()),
+            Source::Chart(chart) => {
+                if chart.name.is_empty()
+                    || !chart
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return Err(format!("invalid chart name {:?}", chart.name));
+                }
+                if chart.version.is_empty()
+                    || chart.version.chars().any(|c| c.is_whitespace() || c == '/')
+                {
+                    return Err(format!("invalid chart version {:?}", chart.version));
+                }
+                match chart.oci_repository() {
+                    Some(repository) => {
+                        let reference = format!("{repository}:{}", chart.oci_tag());
+                        ImageRef::parse(&reference)
+                            .map(|_| ())
+                            .map_err(|error| format!("invalid OCI chart repository: {error}"))
+                    }
+                    None => self.check_url(&chart.repo, "chart repository").map(|_| ()),
+                }
+            }
+            Source::Image(reference) => ImageRef::parse(reference)
+                .map(|_| ())
+                .map_err(|error| error.to_string()),
+            Source::File(_) | Source::OciLayout(_) => Ok(()),
+        }
+    }
+
+    /// Checks that `text` is an absolute HTTPS URL, or HTTP to a host listed in `plainHttp`,
+    /// without credentials, which would end up in logs and lock files.
+    fn check_url(&self, text: &str, what: &str) -> Result<url::Url, String> {
+        let url =
+            url::Url::parse(text).map_err(|error| format!("invalid {what} {text:?}: {error}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "{what} {text:?} contains credentials; remove them from the URL"
+            ));
+        }
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if self.allows_plain_http(&url_authority(&url)) => Ok(url),
+            "http" => Err(format!(
+                "{what} {text:?} uses plain HTTP; use https://, or list {:?} under plainHttp",
+                url_authority(&url)
+            )),
+            other => Err(format!(
+                "{what} {text:?} has the scheme {other:?}; expected https:// (or http:// for hosts under plainHttp)"
+            )),
+        }
+    }
+}
+
+/// Returns `host` or `host:port` of a URL, as `plainHttp` lists hosts.
+pub fn url_authority(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 
@@ -411,6 +649,137 @@ stacks:
         let error = parse(&GOOD.replace("name: example-chart", "name: k0s")).unwrap_err();
         assert!(
             error.contains("artifact \"k0s\" is listed twice"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn spec_plain_http_needs_listed_host() {
+        let http = GOOD.replace("{ file: bin/k0s }", "{ url: 'http://127.0.0.1:8080/k0s' }");
+        let error = parse(&http).unwrap_err();
+        assert!(error.contains("uses plain HTTP"), "{error}");
+        assert!(
+            error.contains("list \"127.0.0.1:8080\" under plainHttp"),
+            "{error}"
+        );
+
+        let listed = format!("plainHttp: ['127.0.0.1:8080']\n{http}");
+        assert!(parse(&listed).unwrap().allows_plain_http("127.0.0.1:8080"));
+        let other_port = format!("plainHttp: ['127.0.0.1:8081']\n{http}");
+        assert!(parse(&other_port).is_err());
+    }
+
+    #[test]
+    fn spec_rejects_credentials_and_other_schemes() {
+        for (url, expected) in [
+            (
+                "https://user:secret@example.invalid/k0s",
+                "contains credentials",
+            ),
+            ("ftp://example.invalid/k0s", "has the scheme \"ftp\""),
+            ("not a url", "invalid url"),
+        ] {
+            let error = parse(&GOOD.replace("{ file: bin/k0s }", &format!("{{ url: '{url}' }}")))
+                .unwrap_err();
+            assert!(error.contains(expected), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn spec_rejects_one_url_twice() {
+        let yaml = GOOD
+            .replace(
+                "{ file: bin/k0s }",
+                "{ url: 'https://example.invalid/k0s' }",
+            )
+            .replace(
+                "source: { file: example-1.0.0.tgz }",
+                "source: { url: 'https://example.invalid/k0s' }",
+            );
+        let error = parse(&yaml).unwrap_err();
+        assert!(
+            error.contains("both download https://example.invalid/k0s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn spec_chart_source_needs_chart_kind() {
+        let yaml = GOOD.replace(
+            "{ file: bin/k0s }",
+            "{ chart: { repo: 'oci://registry.example/charts', name: k0s, version: 1.0.0 } }",
+        );
+        let error = parse(&yaml).unwrap_err();
+        assert!(
+            error.contains("a chart source needs `kind: chart`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn image_list_adds_every_listed_image() {
+        let yaml = "name: t\nversion: 1\nk0s: { version: v1.36.3+k0s.0 }\nstacks:\n  - name: kubevirt\n    version: v1.9.0\n    imageList: {}\n";
+        let spec = parse(yaml).unwrap();
+        let images = &spec.stacks[0].images;
+        let listed = stacks::image_list(stacks::Stack::Kubevirt).unwrap();
+        assert_eq!(images.len(), listed.len());
+        for (image, listed) in images.iter().zip(&listed) {
+            assert_eq!(image.reference, listed.reference);
+            assert_eq!(image.source, Source::Image(listed.reference.clone()));
+        }
+    }
+
+    #[test]
+    fn image_list_expands_os_suffixes_and_skips() {
+        let base = "name: t\nversion: 1\nk0s: { version: v1.36.3+k0s.0 }\nstacks:\n  - name: gpu-operator\n    version: v26.7.0\n";
+        let error = parse(&format!("{base}    imageList: {{}}\n")).unwrap_err();
+        assert!(error.contains("set imageList.osSuffixes"), "{error}");
+
+        let spec = parse(&format!(
+            "{base}    imageList: {{ osSuffixes: [ubuntu24.04, rhel9.6] }}\n"
+        ))
+        .unwrap();
+        let references: Vec<&str> = spec.stacks[0]
+            .images
+            .iter()
+            .map(|image| image.reference.as_str())
+            .collect();
+        assert!(references.contains(&"nvcr.io/nvidia/driver:595.91.07-ubuntu24.04"));
+        assert!(references.contains(&"nvcr.io/nvidia/driver:595.91.07-rhel9.6"));
+
+        let skipped = parse(&format!("{base}    imageList: {{ skip: [driver] }}\n")).unwrap();
+        assert!(
+            skipped.stacks[0]
+                .images
+                .iter()
+                .all(|image| !image.reference.contains("/driver:"))
+        );
+        let typo = parse(&format!("{base}    imageList: {{ skip: [drivers] }}\n")).unwrap_err();
+        assert!(typo.contains("imageList.skip names \"drivers\""), "{typo}");
+    }
+
+    #[test]
+    fn image_list_keeps_an_explicit_pin() {
+        let digest = Digest::of_bytes(b"virt-api");
+        let yaml = format!(
+            "name: t\nversion: 1\nk0s: {{ version: v1.36.3+k0s.0 }}\nstacks:\n  - name: kubevirt\n    version: v1.9.0\n    imageList: {{}}\n    images:\n      - {{ ref: 'quay.io/kubevirt/virt-api:v1.9.0', digest: '{digest}', source: {{ image: 'quay.io/kubevirt/virt-api:v1.9.0' }} }}\n"
+        );
+        let spec = parse(&yaml).unwrap();
+        let pinned: Vec<&ImageSpec> = spec.stacks[0]
+            .images
+            .iter()
+            .filter(|image| image.reference == "quay.io/kubevirt/virt-api:v1.9.0")
+            .collect();
+        assert_eq!(pinned.len(), 1);
+        assert_eq!(pinned[0].digest, Some(digest));
+    }
+
+    #[test]
+    fn image_list_needs_a_known_stack() {
+        let yaml = "name: t\nversion: 1\nk0s: { version: v1.36.3+k0s.0 }\nstacks:\n  - name: storage\n    version: 1.0.0\n    imageList: {}\n";
+        let error = parse(yaml).unwrap_err();
+        assert!(
+            error.contains("stack \"storage\" has no image list"),
             "{error}"
         );
     }

@@ -11,7 +11,7 @@ use super::{CliError, CliResult, Status};
 use crate::blueprint::SigningKey;
 use crate::bundle::{Bundle, PublicKey, TrustPolicy};
 use crate::config::Cluster;
-use crate::phase::{self, PhaseError, Run, RunSettings};
+use crate::phase::{self, PhaseError, Run, RunMode, RunSettings};
 use crate::remote::ConnectOptions;
 use crate::ui::{Ui, format_duration};
 
@@ -102,6 +102,7 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
         .map(|path| load_secret_key(path).map(SigningKey::new))
         .transpose()?;
     let settings = RunSettings {
+        mode: RunMode::Apply,
         dry_run: args.dry_run,
         concurrency: usize::from(args.concurrency),
         known_hosts: args.connection.known_hosts_path(),

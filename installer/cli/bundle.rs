@@ -9,8 +9,9 @@ use super::key::{key_error, load_secret_key};
 use super::{CliError, CliResult, Status};
 use crate::bundle::archive::{self, PackError, PackOptions, PartError, UnpackError};
 use crate::bundle::{
-    self, BuildError, Bundle, BundleInspection, PublicKey, SignError, SignatureError, TrustPolicy,
-    VerifiedBundle, VerifyError,
+    self, BuildError, BuildOptions, Bundle, BundleInspection, Credentials, FetchError,
+    NetworkOptions, PinOrigin, PublicKey, SignError, SignatureError, TrustPolicy, VerifiedBundle,
+    VerifyError,
 };
 use crate::digest::Digest;
 use crate::ui::{Ui, format_bytes, format_duration};
@@ -35,12 +36,28 @@ pub enum BundleCommand {
 pub struct BuildArgs {
     /// The bundle specification (YAML); artifact paths in it are relative to its directory.
     pub spec: PathBuf,
-    /// The bundle directory to write; it must be missing or empty.
+    /// The bundle directory to write: a missing or empty directory, or the output of an earlier
+    /// build, whose blobs are reused.
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
     /// Sign the bundle with this minisign secret key once it is built.
     #[arg(long, value_name = "KEY")]
     pub sign: Option<PathBuf>,
+    /// The number of downloads that run at a time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Build only sources that the specification or its lock file pins, and leave the lock file
+    /// unchanged.
+    #[arg(long)]
+    pub frozen: bool,
+    /// A PEM file of CA certificates to trust besides the system's, such as an inspecting
+    /// proxy's; repeat for several files.
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
+    /// The Docker-style config.json with registry credentials [default: $DOCKER_CONFIG/config.json,
+    /// else ~/.docker/config.json, if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +166,16 @@ fn build(args: BuildArgs, ui: &Ui) -> CliResult {
     // The key is loaded first, so a wrong password fails before minutes of copying.
     let key = args.sign.as_deref().map(load_secret_key).transpose()?;
     ui.header(&format!("Build bundle from {}", args.spec.display()));
-    let summary = bundle::build(&args.spec, &args.output, ui).map_err(build_error)?;
+    let credentials = registry_credentials(args.registry_auth.as_deref())?;
+    let options = BuildOptions {
+        network: NetworkOptions {
+            jobs: usize::from(args.jobs),
+            ca_certs: args.ca_certs.clone(),
+            credentials,
+        },
+        frozen: args.frozen,
+    };
+    let summary = bundle::build(&args.spec, &args.output, options, ui).map_err(build_error)?;
     let manifest = &summary.manifest;
     if let Some(key) = &key {
         bundle::sign(&args.output, key).map_err(sign_error)?;
@@ -168,6 +194,21 @@ fn build(args: BuildArgs, ui: &Ui) -> CliResult {
             None => String::new(),
         }
     ));
+    let transfer = &summary.transfer;
+    ui.println(&format!(
+        "downloaded {} in {} blobs, reused {} in {} blobs from {}",
+        format_bytes(transfer.downloaded_bytes),
+        transfer.downloaded_blobs,
+        format_bytes(transfer.reused_bytes),
+        transfer.reused_blobs,
+        args.output.display(),
+    ));
+    if let Some(lock) = &summary.lock_written {
+        ui.println(&format!(
+            "recorded the digests of unpinned downloads in {}; commit it with the specification",
+            lock.display()
+        ));
+    }
     let next = match key {
         Some(_) => format!(
             "airlock bundle pack {} -o {}.tar.zst",
@@ -364,35 +405,67 @@ fn inspect_text(inspection: &BundleInspection) -> String {
     text
 }
 
+/// Loads the registry credentials: the file `--registry-auth` names, else Docker's default
+/// `config.json` if there is one, else none.
+fn registry_credentials(explicit: Option<&std::path::Path>) -> Result<Credentials, CliError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => match Credentials::default_path().filter(|path| path.is_file()) {
+            Some(path) => path,
+            None => return Ok(Credentials::none()),
+        },
+    };
+    let credentials = Credentials::load(&path).map_err(|error| {
+        CliError::usage(error).help(
+            "pass a Docker-style config.json with --registry-auth, as `docker login` writes it",
+        )
+    })?;
+    tracing::debug!(file = %path.display(), "registry credentials loaded");
+    Ok(credentials)
+}
+
 fn build_error(error: BuildError) -> CliError {
-    let (status, help) = match &error {
-        BuildError::Spec(_) => (Status::Usage, Some("fix the specification and build again")),
-        BuildError::OutputNotEmpty { .. } => (
+    let (status, help): (Status, Option<String>) = match &error {
+        BuildError::Spec(_) => (
             Status::Usage,
-            Some("build into a new directory, or remove the old one"),
+            Some("fix the specification and build again".into()),
         ),
-        BuildError::SourceNotSupported { .. } => (
+        BuildError::OutputNotBundle { .. } => (
             Status::Usage,
-            Some("download the artifact and name it with `source: { file: PATH }`"),
+            Some("build into a new directory, or into the directory of an earlier build".into()),
         ),
         BuildError::SourceUnreadable { .. } | BuildError::SourceNotFile { .. } => (
             Status::Usage,
-            Some("paths in a specification are relative to the specification's directory"),
+            Some("paths in a specification are relative to the specification's directory".into()),
         ),
         BuildError::DigestMismatch { .. } => (
             Status::Failure,
             Some(
-                "the source is not the pinned artifact; replace it, or update the pinned digest if the change is intended",
+                "the source is not the pinned artifact; replace it, or update the pinned digest if the change is intended"
+                    .into(),
             ),
         ),
         BuildError::ImageNotFound { .. } | BuildError::PlatformNotFound { .. } => (
             Status::Usage,
-            Some("check the image's `ref` and `platform` against the layout's index.json"),
+            Some("check the image's `ref` and `platform` against the layout's index.json".into()),
         ),
         BuildError::NoInstallPath { .. } => (Status::Usage, None),
-        BuildError::InvalidBundle { .. } => {
-            (Status::Usage, Some("fix the specification and build again"))
-        }
+        BuildError::InvalidBundle { .. } => (
+            Status::Usage,
+            Some("fix the specification and build again".into()),
+        ),
+        BuildError::Unpinned { lock, .. } => (
+            Status::Usage,
+            Some(format!(
+                "build once without --frozen to record their digests in {}, or pin `digest` in the specification",
+                lock.display()
+            )),
+        ),
+        BuildError::Lock(_) => (
+            Status::Usage,
+            Some("fix or delete the lock file; a build without --frozen writes it again".into()),
+        ),
+        BuildError::Fetch(fetch) => fetch_help(fetch),
         _ => (Status::Failure, None),
     };
     let error = CliError::failure(error).status(status);
@@ -400,6 +473,61 @@ fn build_error(error: BuildError) -> CliError {
         Some(help) => error.help(help),
         None => error,
     }
+}
+
+/// Chooses the exit status and help line of a failed download.
+fn fetch_help(error: &FetchError) -> (Status, Option<String>) {
+    let upstream_changed = |pinned_by: &PinOrigin| match pinned_by {
+        PinOrigin::Spec => "the download is not the pinned content; check the source, or update \
+                            `digest` in the specification if the change is intended"
+            .to_string(),
+        PinOrigin::Lock(path) => format!(
+            "the content changed upstream since {} was written; if the change is expected, \
+             delete its entry from the lock file and build again",
+            path.display()
+        ),
+    };
+    let help = match error {
+        FetchError::FileDigestMismatch { pinned_by, .. }
+        | FetchError::ChartPinMismatch { pinned_by, .. }
+        | FetchError::ImagePinMismatch { pinned_by, .. } => upstream_changed(pinned_by),
+        FetchError::ChartArchiveMismatch { .. } => "the repository serves an archive that its \
+             index does not describe; build again later, or use another mirror of the repository"
+            .to_string(),
+        FetchError::BlobDigestMismatch { .. } => "the registry sent content that does not match \
+             its digest; build again, and if it fails again, pull from another mirror"
+            .to_string(),
+        FetchError::Unauthorized { registry, .. } => format!(
+            "log in with `docker login {registry}`, or name a config.json with --registry-auth"
+        ),
+        FetchError::Unreachable { .. } | FetchError::Http { .. } => "check the URL, the network, \
+             the proxy settings (HTTPS_PROXY, NO_PROXY) and --ca-cert; a build run again \
+             continues its partial downloads"
+            .to_string(),
+        FetchError::ChartNotFound { .. }
+        | FetchError::NotFound { .. }
+        | FetchError::PlatformNotFound { .. }
+        | FetchError::PlatformMismatch { .. } => {
+            return (
+                Status::Usage,
+                Some("check the name, version and platform in the specification".into()),
+            );
+        }
+        FetchError::Credentials(_) => {
+            return (
+                Status::Usage,
+                Some("fix the credentials file, or name another with --registry-auth".into()),
+            );
+        }
+        FetchError::CaCert { .. } => {
+            return (
+                Status::Usage,
+                Some("pass a PEM file of CA certificates with --ca-cert".into()),
+            );
+        }
+        _ => return (Status::Failure, None),
+    };
+    (Status::Failure, Some(help))
 }
 
 fn sign_error(error: SignError) -> CliError {

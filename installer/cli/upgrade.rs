@@ -1,11 +1,19 @@
 //! `airlock upgrade`: roll a running cluster forward from a newer bundle.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, CliResult};
-use crate::ui::Ui;
+use super::apply::{ConnectionArgs, phase_error, trust_policy};
+use super::config::load_error;
+use super::key::load_secret_key;
+use super::{CliResult, Status};
+use crate::blueprint::SigningKey;
+use crate::bundle::Bundle;
+use crate::config::Cluster;
+use crate::phase::{self, Run, RunMode, RunSettings};
+use crate::ui::{Ui, format_duration};
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
@@ -30,13 +38,73 @@ pub struct UpgradeArgs {
     /// log.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// A trusted minisign public key file, in addition to spec.airlock.bundle.trustedKeys;
+    /// repeat for several keys.
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
     #[command(flatten)]
-    pub connection: super::apply::ConnectionArgs,
-    /// The directory that receives the updated blueprint.
+    pub connection: ConnectionArgs,
+    /// How long to wait for an API server or a node to become ready (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// How long to wait for each stack readiness check, in place of each stack's own limit.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stack_timeout: Option<Duration>,
+    /// The directory that receives the updated blueprint, report, SBOM and audit log.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
     pub out: PathBuf,
+    /// Sign blueprint.yaml and the audit log head with this minisign secret key; its password
+    /// is read from AIRLOCK_KEY_PASSWORD or a prompt.
+    #[arg(long, value_name = "KEY")]
+    pub sign_blueprint: Option<PathBuf>,
 }
 
-pub async fn run(_args: UpgradeArgs, _ui: &Ui) -> CliResult {
-    Err(CliError::not_implemented("upgrade"))
+pub async fn run(args: UpgradeArgs, ui: &Ui) -> CliResult {
+    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    // An upgrade never accepts an unsigned bundle: the file's allowUnsigned is for first installs
+    // in test sites, and an upgrade replaces what a signed bundle installed.
+    let mut trust = trust_policy(&cluster, &args.keys, false)?;
+    trust.allow_unsigned = false;
+    let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
+    let blueprint_key = args
+        .sign_blueprint
+        .as_deref()
+        .map(|path| load_secret_key(path).map(SigningKey::new))
+        .transpose()?;
+    let settings = RunSettings {
+        mode: RunMode::Upgrade {
+            allow_downgrade: args.allow_downgrade,
+        },
+        dry_run: args.dry_run,
+        concurrency: 10,
+        known_hosts: args.connection.known_hosts_path(),
+        accept_new_host_keys: args.connection.accept_new_host_keys,
+        out_dir: args.out.clone(),
+        connect: args.connection.connect_options(),
+        ready_timeout: args.ready_timeout,
+        stack_timeout: args.stack_timeout,
+        blueprint_key,
+    };
+    let mut run = Run::new(cluster, bundle, trust, settings, ui.clone(), "upgrade");
+    let mut phases = phase::upgrade(usize::from(args.concurrency));
+    if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
+        if !args.dry_run {
+            phase::record_failure(&mut run, &error).await;
+        }
+        return Err(phase_error(error));
+    }
+
+    let elapsed = format_duration(ui.elapsed());
+    if args.dry_run {
+        ui.println(&format!(
+            "==> Dry run finished in {elapsed}; nothing was changed"
+        ));
+    } else {
+        let manifest = run.bundle().manifest();
+        ui.println(&format!(
+            "==> Finished in {elapsed}: the cluster runs bundle {} version {} with k0s {}",
+            manifest.name, manifest.version, manifest.k0s.version
+        ));
+    }
+    Ok(Status::Success)
 }

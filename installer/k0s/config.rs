@@ -152,10 +152,10 @@ fn set(value: &mut Value, path: &[&str], new: Value) {
     };
     let mut current = value;
     for key in parents {
-        if !current.get(*key).is_some_and(Value::is_mapping) {
-            if let Some(mapping) = current.as_mapping_mut() {
-                mapping.insert(Value::from(*key), Value::Mapping(Default::default()));
-            }
+        if !current.get(*key).is_some_and(Value::is_mapping)
+            && let Some(mapping) = current.as_mapping_mut()
+        {
+            mapping.insert(Value::from(*key), Value::Mapping(Default::default()));
         }
         current = match current.get_mut(*key) {
             Some(next) => next,

@@ -85,13 +85,22 @@ impl Phase<Run> for ConfigureK0s {
             .into_iter()
             .map(|config| {
                 let node = &run.nodes[config.index];
+                // During an upgrade the new binary validates the new configuration, and the
+                // controller's own upgrade restarts it, so no restart happens here.
+                let staged = node
+                    .uploads
+                    .iter()
+                    .find(|file| {
+                        file.final_path.as_deref() == Some(node.spec.k0s_install_path.as_str())
+                    })
+                    .map(|file| file.path.clone());
                 (
                     config,
                     node.host(),
                     node.label(),
-                    node.spec.k0s_install_path.clone(),
+                    staged.unwrap_or_else(|| node.spec.k0s_install_path.clone()),
                     node.spec.data_dir.clone(),
-                    node.k0s_running(),
+                    node.k0s_running() && !run.upgrading(),
                 )
             })
             .collect();

@@ -18,9 +18,20 @@ use crate::remote::{ConnectOptions, Host, HostLock, LockOwner};
 use crate::stacks::{Rendered, Stack};
 use crate::ui::Ui;
 
+/// What a run does: install or complete a cluster, or move a running one to a newer bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    Apply,
+    Upgrade {
+        /// Accept a bundle whose version is not newer than the installed one.
+        allow_downgrade: bool,
+    },
+}
+
 /// The settings of a run that come from the command line.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
+    pub mode: RunMode,
     pub dry_run: bool,
     /// The maximum number of hosts worked on at once.
     pub concurrency: usize,
@@ -113,6 +124,8 @@ pub struct Run {
     pub stacks: Option<Rendered>,
     /// Per stack, what its readiness checks last saw; set by the phase that installs the stacks.
     pub stack_status: BTreeMap<Stack, StackOutcome>,
+    /// What the cluster runs according to its stored blueprint; read by upgrade.
+    pub installed: Option<crate::blueprint::Blueprint>,
 }
 
 /// What a stack's readiness checks saw.
@@ -176,6 +189,7 @@ impl Run {
             audit: AuditTrail::new(RunIdentity::this_process(purpose)),
             stacks: None,
             stack_status: BTreeMap::new(),
+            installed: None,
         }
     }
 
@@ -217,6 +231,11 @@ impl Run {
 
     pub fn dry_run(&self) -> bool {
         self.settings.dry_run
+    }
+
+    /// Whether this run upgrades a running cluster.
+    pub fn upgrading(&self) -> bool {
+        matches!(self.settings.mode, RunMode::Upgrade { .. })
     }
 
     /// Records an action in the audit log and for the blueprint, and logs it.

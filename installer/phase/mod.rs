@@ -20,6 +20,7 @@ mod manifests;
 pub mod plan;
 mod preflight;
 mod render_stacks;
+mod upgrade;
 mod upload;
 mod verify_bundle;
 mod write_blueprint;
@@ -32,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 
 pub use audit_log::record_failure;
-pub use context::{Node, RecordedAction, Run, RunSettings, StackOutcome};
+pub use context::{Node, RecordedAction, Run, RunMode, RunSettings, StackOutcome};
 pub use facts::{Facts, Gpu};
 pub use hosts::{HostFailure, HostFailures, for_each_host, for_each_host_settled};
 pub use k0s_ops::K0sPaths;
@@ -56,6 +57,31 @@ pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
         Box::new(install::JoinWorkers),
         Box::new(install_stacks::InstallStacks),
         Box::new(manifests::ApplyManifests),
+        Box::new(write_blueprint::WriteBlueprint),
+        Box::new(lock::ReleaseLocks),
+    ]
+}
+
+/// The phases of `airlock upgrade`, in order.
+pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
+    vec![
+        Box::new(verify_bundle::VerifyBundle),
+        Box::new(connect::Connect),
+        Box::new(lock::Lock),
+        Box::new(audit_log::OpenAuditLog),
+        Box::new(gather_facts::GatherFacts),
+        Box::new(upgrade::ReadInstalled),
+        Box::new(upgrade::CheckUpgrade),
+        Box::new(render_stacks::RenderStacks),
+        Box::new(preflight::Preflight),
+        Box::new(upgrade::PlanUpgrade),
+        Box::new(upload::Upload),
+        Box::new(configure_k0s::ConfigureK0s),
+        Box::new(upgrade::UpgradeControllers),
+        Box::new(upgrade::UpgradeWorkers {
+            batch: worker_batch,
+        }),
+        Box::new(upgrade::UpgradeStacks),
         Box::new(write_blueprint::WriteBlueprint),
         Box::new(lock::ReleaseLocks),
     ]

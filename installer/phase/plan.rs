@@ -33,6 +33,9 @@ pub struct PlannedFile {
     pub staging_dir: Option<String>,
     /// Whether the host already holds exactly these bytes.
     pub present: bool,
+    /// Where the file moves once its node or stack is upgraded; `None` when `path` is final.
+    /// An upgrade stages the new k0s binary and new manifests beside the running ones.
+    pub final_path: Option<String>,
 }
 
 /// The directory under the data directory where airlock keeps its own state on a host.
@@ -101,6 +104,7 @@ pub fn bundle_files(
                 mode: install.mode.to_string(),
                 staging_dir,
                 present: false,
+                final_path: None,
             })
         })
         .collect()
@@ -143,6 +147,7 @@ pub fn stack_files(
                     mode: "0644".to_string(),
                     staging_dir: Some(staging.clone()),
                     present: false,
+                    final_path: None,
                 });
             }
             for chart in &stack.charts {
@@ -161,6 +166,7 @@ pub fn stack_files(
                     mode: "0644".to_string(),
                     staging_dir: None,
                     present: false,
+                    final_path: None,
                 });
             }
         }
@@ -176,6 +182,7 @@ pub fn stack_files(
                 mode: "0644".to_string(),
                 staging_dir: Some(staging.clone()),
                 present: false,
+                final_path: None,
             });
         }
     }
@@ -190,6 +197,7 @@ pub fn stack_files(
                 mode: format!("{:04o}", file.mode),
                 staging_dir: None,
                 present: false,
+                final_path: None,
             });
         }
     }
@@ -269,4 +277,9 @@ pub enum PlanError {
     MissingImage(String),
     #[error("cannot build the image archive of the {0} stack: {1}")]
     Archive(Stack, String),
+}
+
+/// Where an upgrade stages files that may only replace the running ones later.
+pub fn next_dir(data_dir: &str) -> String {
+    format!("{}/next", airlock_dir(data_dir))
 }

@@ -53,7 +53,7 @@ impl Phase<Run> for Preflight {
                     .version()
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| status.version.clone());
-                if status.version() != Some(bundle_version.clone()) {
+                if !run.upgrading() && status.version() != Some(bundle_version.clone()) {
                     found.push(problem(format!(
                         "k0s {running} runs here but the bundle carries {bundle_version}; use `airlock upgrade` to change versions"
                     )));
@@ -134,16 +134,50 @@ impl Preflight {
             }
             work.push((index, node.host(), node.label(), files));
         }
+        let upgrading = run.upgrading();
+        let target = bundle.manifest().k0s.version.clone();
+        let targets: Vec<(bool, String, String)> = run
+            .nodes
+            .iter()
+            .map(|node| {
+                let needs_binary =
+                    node.facts.k0s_binary_version.as_deref() != Some(target.as_str());
+                (
+                    needs_binary,
+                    node.spec.k0s_install_path.clone(),
+                    node.spec.data_dir.clone(),
+                )
+            })
+            .collect();
+        let targets = &targets;
         let planned = for_each_host(
             work,
             run.settings.concurrency,
             |(index, host, label, mut files)| async move {
+                let failure = |e| HostFailure::new(label.clone(), e);
+                let (needs_binary, install_path, data_dir) = &targets[index];
                 for file in &mut files {
-                    file.present = host
-                        .sha256(&file.path)
-                        .await
-                        .map_err(|e| HostFailure::new(label.clone(), e))?
-                        == Some(file.digest);
+                    file.present =
+                        host.sha256(&file.path).await.map_err(failure)? == Some(file.digest);
+                    if !upgrading || file.present {
+                        continue;
+                    }
+                    // An upgrade must not replace what runs now: the new binary and manifests wait
+                    // beside the running ones until their node or stack is upgraded.
+                    let manifests = format!("{}/manifests/", data_dir.trim_end_matches('/'));
+                    let staged = if file.path == *install_path && *needs_binary {
+                        Some(format!("{}/k0s", plan::next_dir(data_dir)))
+                    } else {
+                        file.path.strip_prefix(&manifests).map(|relative| {
+                            format!("{}/manifests/{relative}", plan::next_dir(data_dir))
+                        })
+                    };
+                    if let Some(staged) = staged {
+                        file.final_path = Some(std::mem::replace(&mut file.path, staged));
+                        file.staging_dir = None;
+                        file.present =
+                            host.sha256(&file.path).await.map_err(failure)? == Some(file.digest);
+                    }
                 }
                 Ok((index, files))
             },

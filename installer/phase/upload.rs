@@ -80,7 +80,10 @@ impl Phase<Run> for Upload {
                     ));
                 }
                 file.present = true;
-                node.placed.insert(file.path.clone(), file.digest);
+                // A staged file counts as placed once an upgrade moved it into place.
+                if file.final_path.is_none() {
+                    node.placed.insert(file.path.clone(), file.digest);
+                }
             }
         }
         for (label, action, digest) in uploaded {
@@ -90,6 +93,10 @@ impl Phase<Run> for Upload {
     }
 
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        if run.upgrading() {
+            // The upgrade plan already counted each host's uploads.
+            return Ok(());
+        }
         for node in &run.nodes {
             for file in &node.uploads {
                 let action = if file.present {

@@ -23,9 +23,10 @@ mod validate;
 pub use containerd::{DropInProblem, check_containerd_drop_in};
 pub use context::{RESIDENCY_LABELS, sandbox_resource_name};
 pub use hosts::DROP_IN_DIRS;
-pub use images::{ImageRef, ImageRefError};
+pub use images::{ImageRef, ImageRefError, ListedImage, image_list};
 pub use input::*;
 pub use output::*;
+pub use readiness::rolled_out;
 pub use validate::{ManifestError, ObjectRef, SchemaError, Validator, kubernetes_minor};
 
 use crate::digest::Digest;

@@ -42,6 +42,11 @@ impl Stack {
             Stack::Tenants => "tenants",
         }
     }
+
+    /// Finds the stack called `name`, the inverse of [`Stack::name`].
+    pub fn from_name(name: &str) -> Option<Stack> {
+        Stack::ALL.into_iter().find(|stack| stack.name() == name)
+    }
 }
 
 impl fmt::Display for Stack {

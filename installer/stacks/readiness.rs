@@ -81,7 +81,7 @@ fn problem(object: &Value) -> String {
 
 /// Checks a Deployment, StatefulSet or DaemonSet for a complete rollout of its current
 /// generation, as `kubectl rollout status` does.
-fn rolled_out(object: &Value) -> Option<String> {
+pub fn rolled_out(object: &Value) -> Option<String> {
     let status = &object["status"];
     let number = |value: &Value| value.as_i64().unwrap_or(0);
     let generation = number(&object["metadata"]["generation"]);

@@ -674,21 +674,65 @@ fn invalid_key_file_is_usage_error() {
 }
 
 #[test]
-fn build_into_nonempty_directory_is_usage_error() {
+fn build_into_foreign_directory_is_usage_error() {
     let workspace = Workspace::new();
-    let bundle = workspace.build("lab", 1, None);
-    let spec = workspace.spec("lab", 2);
+    let output = workspace.path("notes");
+    fs::create_dir_all(&output).unwrap();
+    fs::write(output.join("notes.txt"), "not a bundle\n").unwrap();
+    let spec = workspace.spec("lab", 1);
     let error = run_fail(
         &[
             "bundle",
             "build",
             spec.to_str().unwrap(),
             "-o",
-            bundle.to_str().unwrap(),
+            output.to_str().unwrap(),
         ],
         USAGE,
     );
-    assert!(error.contains("is not empty"), "{error}");
+    assert!(
+        error.contains("contains notes.txt, which is not part of a bundle"),
+        "{error}"
+    );
+    assert!(output.join("notes.txt").exists());
+}
+
+#[test]
+fn rebuild_into_bundle_replaces_it() {
+    let workspace = Workspace::new();
+    let (public, secret) = workspace.key("signer");
+    let bundle = workspace.build("lab", 1, Some(&secret));
+    let old_chart = sha256_hex(&fs::read(workspace.path("sources/example-1.0.0.tgz")).unwrap());
+    fs::write(
+        workspace.path("sources/example-1.0.0.tgz"),
+        noise(30, 20 << 10),
+    )
+    .unwrap();
+
+    let spec = workspace.spec("lab", 2);
+    let output = run_ok(&[
+        "bundle",
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(output.contains("built bundle lab version 2"), "{output}");
+    // The old signature covered the old bundle.yaml, and the old chart is no longer listed.
+    assert!(!bundle.join("bundle.yaml.minisig").exists());
+    assert!(!bundle.join("blobs/sha256").join(old_chart).exists());
+    let verified = run_ok(&[
+        "bundle",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+        "--allow-unsigned",
+    ]);
+    assert!(
+        verified.contains("bundle lab version 2 verified"),
+        "{verified}"
+    );
 }
 
 #[test]
@@ -739,12 +783,19 @@ fn missing_source_file_is_usage_error() {
 }
 
 #[test]
-fn url_source_is_not_supported_yet() {
+fn unreachable_url_fails_after_retries() {
     let workspace = Workspace::new();
+    // A port that nothing listens on: every connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://127.0.0.1:{port}/example-1.0.0.tgz");
     let spec = workspace.spec("lab", 1);
     let text = fs::read_to_string(&spec).unwrap().replace(
         "{ file: sources/example-1.0.0.tgz }",
-        "{ url: 'https://charts.example.invalid/example-1.0.0.tgz' }",
+        &format!("{{ url: '{url}' }}"),
     );
     fs::write(&spec, text).unwrap();
     let output = workspace.path("out");
@@ -756,12 +807,14 @@ fn url_source_is_not_supported_yet() {
             "-o",
             output.to_str().unwrap(),
         ],
-        USAGE,
+        FAILURE,
     );
+    assert!(error.contains(&format!("{url} failed 5 times")), "{error}");
     assert!(
-        error.contains("url sources are not supported yet"),
+        error.contains("help: check the URL, the network"),
         "{error}"
     );
+    assert!(!output.join("bundle.yaml").exists());
 }
 
 #[test]

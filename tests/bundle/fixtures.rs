@@ -268,14 +268,30 @@ impl Workspace {
     }
 }
 
-/// Runs airlock with `args`, without a key password in the environment.
+/// The variables reqwest takes proxies from; tests clear them so that every request stays on
+/// 127.0.0.1.
+pub const PROXY_VARIABLES: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+/// Runs airlock with `args`, without a key password or proxy settings in the environment.
 pub fn airlock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlock"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    command
         .args(args)
         .env_remove("AIRLOCK_KEY_PASSWORD")
-        .env("RUST_LOG", "airlock=info")
-        .output()
-        .expect("the airlock binary runs")
+        .env("RUST_LOG", "airlock=info");
+    for name in PROXY_VARIABLES {
+        command.env_remove(name);
+    }
+    command.output().expect("the airlock binary runs")
 }
 
 fn describe(args: &[&str], output: &Output) -> String {

@@ -46,6 +46,7 @@ pub const TENANTS: &str =
 
 /// A bundle built from a specification under `bundles/` and signed with a fresh key.
 pub struct SignedBundle {
+    /// Holds the bundle and its signing key pair, `site.key` and `site.pub`.
     pub dir: tempfile::TempDir,
     pub bundle: PathBuf,
     pub public_key: PathBuf,
@@ -53,17 +54,39 @@ pub struct SignedBundle {
 
 impl SignedBundle {
     pub fn build(spec: &str) -> SignedBundle {
+        SignedBundle::build_all(&[spec]).pop().unwrap()
+    }
+
+    /// Builds several specifications signed with one key, as a site's bundles over time are.
+    pub fn build_all(specs: &[&str]) -> Vec<SignedBundle> {
         lab_artifacts();
-        let dir = tempfile::Builder::new()
-            .prefix("airlock-bundle-")
+        let keys = tempfile::Builder::new()
+            .prefix("airlock-key-")
             .tempdir()
             .unwrap();
-        let key = dir.path().join("site");
+        let key = keys.path().join("site");
         run_ok(
             airlock()
                 .args(["key", "generate", "--unencrypted", "-o"])
                 .arg(&key),
         );
+        specs
+            .iter()
+            .map(|spec| SignedBundle::build_with_key(spec, &key))
+            .collect()
+    }
+
+    /// Builds a specification signed with the key pair at `key` (`key.key` and `key.pub`); the
+    /// bundle's folder keeps a copy of the pair as `site.key` and `site.pub`.
+    pub fn build_with_key(spec: &str, key: &Path) -> SignedBundle {
+        lab_artifacts();
+        let dir = tempfile::Builder::new()
+            .prefix("airlock-bundle-")
+            .tempdir()
+            .unwrap();
+        let public_key = dir.path().join("site.pub");
+        fs::copy(key.with_extension("pub"), &public_key).unwrap();
+        fs::copy(key.with_extension("key"), dir.path().join("site.key")).unwrap();
         let bundle = dir.path().join("bundle");
         run_ok(
             airlock()
@@ -75,10 +98,15 @@ impl SignedBundle {
                 .arg(key.with_extension("key")),
         );
         SignedBundle {
-            public_key: key.with_extension("pub"),
+            public_key,
             bundle,
             dir,
         }
+    }
+
+    /// The signing key pair's path without extension, for signing further bundles with it.
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("site")
     }
 }
 

@@ -58,7 +58,13 @@ pub fn build(
                     })
                     .collect(),
                 nvidia_driver: node.facts.nvidia_driver.clone(),
-                k0s_version: manifest.k0s.version.clone(),
+                // A node's running version; during an upgrade, nodes not yet upgraded differ.
+                k0s_version: node
+                    .facts
+                    .k0s_status
+                    .as_ref()
+                    .map(|status| status.version.clone())
+                    .unwrap_or_else(|| manifest.k0s.version.clone()),
                 labels,
                 files: node.placed.clone(),
                 host_files: run

@@ -41,67 +41,7 @@ impl Phase<Run> for WriteBlueprint {
     }
 
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
-        if let Some(failure) = run.audit.failure() {
-            return Err(PhaseError::new(anyhow::anyhow!(
-                "the audit log could not be written, so the run is not fully recorded: {failure}"
-            ))
-            .with_help(
-                "free space or fix permissions in the --out directory, then run apply again",
-            ));
-        }
-        let log_path = run.settings.out_dir.join(audit::FILE_NAME);
-        let head = run
-            .audit
-            .log()
-            .map(|log| log.head())
-            .ok_or_else(|| PhaseError::new(anyhow::anyhow!("the audit log was not opened")))?;
-
-        let cluster_id = evidence::read_cluster_id(run).await;
-        let live = evidence::read_live(run).await;
-        let archive_images = evidence::read_archive_images(run);
-        let mut blueprint = build(run, cluster_id, &archive_images, head);
-        let hosts = evidence::observe_hosts(run, &blueprint).await;
-        let (audit_evidence, sync_failures) = evidence::sync_audit_logs(run, &log_path, head).await;
-
-        let evidence = Evidence {
-            live: live.as_ref().map_err(Clone::clone),
-            hosts: &hosts,
-            audit: &audit_evidence,
-        };
-        blueprint.compliance = compliance::evaluate(&blueprint, &evidence);
-        let outputs = render_outputs(run, &blueprint, head)?;
-
-        for (name, bytes) in &outputs.files {
-            write_file(&run.settings.out_dir, name, bytes)?;
-        }
-        push_to_controllers(run, &outputs).await?;
-        if !sync_failures.failures.is_empty() {
-            return Err(PhaseError::new(sync_failures).with_help(
-                "the blueprint was written; the audit log copies named above need attention",
-            ));
-        }
-
-        let out = run.settings.out_dir.display();
-        run.ui.println(&format!(
-            "wrote {out}/{}, {out}/{} ({} of {} controls pass), {out}/{} ({} packages), {} entries in {}",
-            crate::blueprint::FILE_NAME,
-            report::FILE_NAME,
-            outputs.passed,
-            outputs.controls,
-            sbom::FILE_NAME,
-            outputs.packages,
-            head.lines,
-            log_path.display()
-        ));
-        if let Some(key) = &run.settings.blueprint_key {
-            run.ui.println(&format!(
-                "signed {} and {} with key {}",
-                crate::blueprint::FILE_NAME,
-                audit::HEAD_FILE_NAME,
-                key.id()
-            ));
-        }
-        Ok(())
+        write(run).await
     }
 
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
@@ -115,6 +55,70 @@ impl Phase<Run> for WriteBlueprint {
         ));
         Ok(())
     }
+}
+
+/// Writes the blueprint, the report, the SBOM and the audit log head, locally and onto every
+/// controller, after checking the facts they record. Upgrade calls it after each node.
+pub async fn write(run: &Run) -> Result<(), PhaseError> {
+    if let Some(failure) = run.audit.failure() {
+        return Err(PhaseError::new(anyhow::anyhow!(
+            "the audit log could not be written, so the run is not fully recorded: {failure}"
+        ))
+        .with_help("free space or fix permissions in the --out directory, then run apply again"));
+    }
+    let log_path = run.settings.out_dir.join(audit::FILE_NAME);
+    let head = run
+        .audit
+        .log()
+        .map(|log| log.head())
+        .ok_or_else(|| PhaseError::new(anyhow::anyhow!("the audit log was not opened")))?;
+
+    let cluster_id = evidence::read_cluster_id(run).await;
+    let live = evidence::read_live(run).await;
+    let archive_images = evidence::read_archive_images(run);
+    let mut blueprint = build(run, cluster_id, &archive_images, head);
+    let hosts = evidence::observe_hosts(run, &blueprint).await;
+    let (audit_evidence, sync_failures) = evidence::sync_audit_logs(run, &log_path, head).await;
+
+    let evidence = Evidence {
+        live: live.as_ref().map_err(Clone::clone),
+        hosts: &hosts,
+        audit: &audit_evidence,
+    };
+    blueprint.compliance = compliance::evaluate(&blueprint, &evidence);
+    let outputs = render_outputs(run, &blueprint, head)?;
+
+    for (name, bytes) in &outputs.files {
+        write_file(&run.settings.out_dir, name, bytes)?;
+    }
+    push_to_controllers(run, &outputs).await?;
+    if !sync_failures.failures.is_empty() {
+        return Err(PhaseError::new(sync_failures).with_help(
+            "the blueprint was written; the audit log copies named above need attention",
+        ));
+    }
+
+    let out = run.settings.out_dir.display();
+    run.ui.println(&format!(
+        "wrote {out}/{}, {out}/{} ({} of {} controls pass), {out}/{} ({} packages), {} entries in {}",
+        crate::blueprint::FILE_NAME,
+        report::FILE_NAME,
+        outputs.passed,
+        outputs.controls,
+        sbom::FILE_NAME,
+        outputs.packages,
+        head.lines,
+        log_path.display()
+    ));
+    if let Some(key) = &run.settings.blueprint_key {
+        run.ui.println(&format!(
+            "signed {} and {} with key {}",
+            crate::blueprint::FILE_NAME,
+            audit::HEAD_FILE_NAME,
+            key.id()
+        ));
+    }
+    Ok(())
 }
 
 /// Renders every output file, with signatures when a key was given.
