@@ -319,3 +319,65 @@ fn failed_phase_is_recorded_per_host() {
     let remote = lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/audit.log");
     assert_eq!(remote.stdout, fs::read(out.join(FILE_NAME)).unwrap());
 }
+
+#[test]
+fn upgrade_appends_to_the_audit_log() {
+    let Some(lab) = Lab::start("upgrade_appends_to_the_audit_log", 2) else {
+        return;
+    };
+    let mut bundles = SignedBundle::build_all(&["bundles/lab.yaml", "bundles/lab-next.yaml"]);
+    let next = bundles.pop().unwrap();
+    let first = bundles.pop().unwrap();
+    let cluster = cluster_file(&lab, &first, "");
+    let installed = apply_command(&lab, &cluster, &first.bundle)
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{}", describe(&installed));
+    let out = lab.dir.join("out");
+    let before = lines(&out.join(FILE_NAME));
+
+    let upgraded = airlock()
+        .arg("upgrade")
+        .arg("-c")
+        .arg(&cluster)
+        .arg("--bundle")
+        .arg(&next.bundle)
+        .arg("--known-hosts")
+        .arg(lab.known_hosts())
+        .arg("--out")
+        .arg(&out)
+        .args(["--ready-timeout", "60s", "--stack-timeout", "60s"])
+        .output()
+        .unwrap();
+    assert!(upgraded.status.success(), "{}", describe(&upgraded));
+
+    let after = lines(&out.join(FILE_NAME));
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "upgrade rewrote earlier entries"
+    );
+    let upgrades: Vec<serde_json::Value> = after[before.len()..]
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|entry: &serde_json::Value| entry["command"] == "upgrade")
+        .collect();
+    for node in ["lab-1", "lab-2"] {
+        assert!(
+            upgrades.iter().any(|entry| entry["action"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("upgrade k0s on {node} "))),
+            "no upgrade entry for {node}: {upgrades:?}"
+        );
+    }
+    let output = verify(&out.join(FILE_NAME));
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let blueprint: serde_json::Value =
+        yaml_serde::from_str(&fs::read_to_string(out.join("blueprint.yaml")).unwrap()).unwrap();
+    assert_eq!(blueprint["auditLog"]["entries"], after.len());
+    for node in blueprint["nodes"].as_array().unwrap() {
+        assert_eq!(node["k0sVersion"], "v1.36.3+k0s.0", "{}", node["name"]);
+    }
+}
