@@ -1,5 +1,6 @@
 //! `airlock status` on lab hosts: a cluster that matches its blueprint, then a changed file, a
-//! stopped k0s and a deleted policy, each reported under its host with exit status 3.
+//! stopped k0s, a deleted stack policy and a deleted site policy from the cluster file, each
+//! reported under its host with exit status 3.
 
 mod common;
 
@@ -7,6 +8,18 @@ use std::process::Output;
 
 use common::apply::{SignedBundle, airlock, apply_command, cluster_file, kubectl};
 use common::{Lab, describe, stdout};
+
+const SITE_POLICY: &str = "---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: site-retention-policy
+  namespace: default
+  annotations:
+    airlock.io/description: Research data stays on site for at most 90 days.
+data:
+  days: \"90\"
+";
 
 fn status(lab: &Lab, cluster: &std::path::Path) -> Output {
     airlock()
@@ -26,12 +39,23 @@ fn status_reports_drift_per_host() {
     };
     let bundle = SignedBundle::build("bundles/lab.yaml");
     let cluster = cluster_file(&lab, &bundle, "");
+    // A site's own policy as an extra document of the cluster file; its kind is not one the
+    // status snapshot lists, so status looks it up by name.
+    let mut text = std::fs::read_to_string(&cluster).unwrap();
+    text.push_str(SITE_POLICY);
+    std::fs::write(&cluster, text).unwrap();
     let output = apply_command(&lab, &cluster, &bundle.bundle)
         .args(["--stack-timeout", "60s"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
 
+    let recorded = std::fs::read_to_string(lab.dir.join("out/blueprint.yaml")).unwrap();
+    assert!(
+        recorded.contains("name: site-retention-policy"),
+        "the site policy is not recorded:\n{}",
+        std::fs::read_to_string(&cluster).unwrap()
+    );
     let clean = status(&lab, &cluster);
     assert_eq!(clean.status.code(), Some(0), "{}", describe(&clean));
     assert_eq!(stdout(&clean).matches("matches the blueprint").count(), 3);
@@ -50,6 +74,7 @@ fn status_reports_drift_per_host() {
         "lab-1",
         "delete validatingadmissionpolicy airlock-pod-security",
     );
+    kubectl(&lab, "lab-1", "delete configmap site-retention-policy");
 
     let drift = status(&lab, &cluster);
     assert_eq!(drift.status.code(), Some(3), "{}", describe(&drift));
@@ -66,6 +91,13 @@ fn status_reports_drift_per_host() {
         reported(
             &controller,
             "policy ValidatingAdmissionPolicy airlock-pod-security is missing"
+        ),
+        "{text}"
+    );
+    assert!(
+        reported(
+            &controller,
+            "policy ConfigMap site-retention-policy is missing"
         ),
         "{text}"
     );

@@ -345,7 +345,7 @@ fn policies_in_force(blueprint: &Blueprint, evidence: &Evidence<'_>) -> Control 
     };
     let mut problems = Vec::new();
     for policy in &blueprint.policies {
-        if LiveCluster::lists_kind(&policy.kind) && !live.has(&policy.kind, None, &policy.name) {
+        if !live.has(&policy.kind, None, &policy.name) {
             problems.push(format!("{} {} is missing", policy.kind, policy.name));
         } else if policy.kind == "ValidatingAdmissionPolicy"
             && !live

@@ -152,7 +152,7 @@ fn cluster_findings(blueprint: &Blueprint, observed: &Observed<'_>) -> Vec<Findi
         }
     }
     for policy in &blueprint.policies {
-        if LiveCluster::lists_kind(&policy.kind) && !live.has(&policy.kind, None, &policy.name) {
+        if !live.has(&policy.kind, None, &policy.name) {
             messages.push(format!("policy {} {} is missing", policy.kind, policy.name));
         }
     }

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::record::PolicyRecord;
 use crate::digest::Digest;
+use crate::phase::K0sPaths;
+use crate::remote::Host;
 use crate::shell::quote;
 
 /// The resource types one snapshot lists, all namespaces at once.
@@ -145,6 +148,36 @@ impl LiveCluster {
                 | "ValidatingAdmissionPolicy"
                 | "ValidatingAdmissionPolicyBinding"
         )
+    }
+
+    /// Looks up each policy whose kind the snapshot does not list (such as a Kyverno
+    /// `ClusterPolicy`) with its own `kubectl get`, and adds the ones that exist, so that every
+    /// recorded policy is checked against the cluster.
+    pub async fn add_other_policies(
+        &mut self,
+        host: &Host,
+        paths: K0sPaths<'_>,
+        policies: &[PolicyRecord],
+    ) {
+        for policy in policies
+            .iter()
+            .filter(|p| !LiveCluster::lists_kind(&p.kind))
+        {
+            let command = paths.kubectl(&format!(
+                "get {} {} -o name --ignore-not-found",
+                quote(&policy.kind),
+                quote(&policy.name)
+            ));
+            if matches!(host.run(&command).await, Ok(name) if !name.trim().is_empty()) {
+                self.objects.push(LiveObject {
+                    kind: policy.kind.clone(),
+                    namespace: None,
+                    name: policy.name.clone(),
+                    labels: BTreeMap::new(),
+                    policy_name: None,
+                });
+            }
+        }
     }
 }
 

@@ -17,12 +17,11 @@ use super::config::load_error;
 use super::{CliError, CliResult, Status};
 use crate::blueprint::controllers::remote_path;
 use crate::blueprint::drift::{self, Finding, Observed};
-use crate::blueprint::live::{self, HostObservation, LiveCluster, LiveObject};
+use crate::blueprint::live::{self, HostObservation, LiveCluster};
 use crate::blueprint::{self, Blueprint};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::phase::K0sPaths;
 use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
-use crate::shell::quote;
 use crate::ui::Ui;
 
 #[derive(Debug, Args)]
@@ -321,26 +320,8 @@ async fn read_cluster(
         .map(|id| id.trim().to_string())
         .filter(|id| !id.is_empty());
     if let Ok(live) = &mut live {
-        for policy in blueprint
-            .policies
-            .iter()
-            .filter(|p| !LiveCluster::lists_kind(&p.kind))
-        {
-            let command = paths.kubectl(&format!(
-                "get {} {} -o name --ignore-not-found",
-                quote(&policy.kind),
-                quote(&policy.name)
-            ));
-            if matches!(host.run(&command).await, Ok(name) if !name.trim().is_empty()) {
-                live.objects.push(LiveObject {
-                    kind: policy.kind.clone(),
-                    namespace: None,
-                    name: policy.name.clone(),
-                    labels: BTreeMap::new(),
-                    policy_name: None,
-                });
-            }
-        }
+        live.add_other_policies(host, paths, &blueprint.policies)
+            .await;
     }
     let mut readiness = BTreeMap::new();
     for stack in &blueprint.stacks {

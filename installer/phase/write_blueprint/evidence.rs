@@ -12,7 +12,7 @@ use crate::blueprint::audit::{self, Head};
 use crate::blueprint::compliance::AuditEvidence;
 use crate::blueprint::controllers::{self, remote_path};
 use crate::blueprint::live::{self, HostObservation, LiveCluster};
-use crate::blueprint::record::{Blueprint, ImageRecord};
+use crate::blueprint::record::{Blueprint, ImageRecord, PolicyRecord};
 use crate::bundle::ArtifactKind;
 use crate::digest::Digest;
 use crate::phase::context::Run;
@@ -32,8 +32,9 @@ pub async fn read_cluster_id(run: &Run) -> Option<String> {
     }
 }
 
-/// Takes the snapshot of API objects on the first controller.
-pub async fn read_live(run: &Run) -> Result<LiveCluster, String> {
+/// Takes the snapshot of API objects on the first controller, with the recorded policies of kinds
+/// the snapshot does not list.
+pub async fn read_live(run: &Run, policies: &[PolicyRecord]) -> Result<LiveCluster, String> {
     let leader = run.leader();
     let command = leader.k0s_paths().kubectl(&live::snapshot_arguments());
     let output = leader
@@ -48,7 +49,10 @@ pub async fn read_live(run: &Run) -> Result<LiveCluster, String> {
             output.stderr_tail()
         ));
     }
-    LiveCluster::parse(&output.stdout).map_err(|error| error.to_string())
+    let mut live = LiveCluster::parse(&output.stdout).map_err(|error| error.to_string())?;
+    live.add_other_policies(&leader.host(), leader.k0s_paths(), policies)
+        .await;
+    Ok(live)
 }
 
 /// Lists the images inside every image archive placed on a host.

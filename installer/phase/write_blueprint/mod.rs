@@ -74,9 +74,9 @@ pub async fn write(run: &Run) -> Result<(), PhaseError> {
         .ok_or_else(|| PhaseError::new(anyhow::anyhow!("the audit log was not opened")))?;
 
     let cluster_id = evidence::read_cluster_id(run).await;
-    let live = evidence::read_live(run).await;
     let archive_images = evidence::read_archive_images(run);
     let mut blueprint = build(run, cluster_id, &archive_images, head);
+    let live = evidence::read_live(run, &blueprint.policies).await;
     let hosts = evidence::observe_hosts(run, &blueprint).await;
     let (audit_evidence, sync_failures) = evidence::sync_audit_logs(run, &log_path, head).await;
 
