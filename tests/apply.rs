@@ -464,6 +464,8 @@ spec:
       ssh: {{address: {c}, port: {port}, user: {cu}, keyPath: {key}}}
     - role: worker
       privateAddress: {w}
+      environment:
+        SITE_MARKER: lab-site
       ssh: {{address: {w}, port: {port}, user: {wu}, keyPath: {key}}}
   k0s:
     version: \"${{K0S_VERSION}}\"
@@ -519,6 +521,9 @@ data:
         kubectl(&lab, "lab-1", "get configmap site-facts -n default -o json")
             .contains("\"site\": \"lab\"")
     );
+    // The worker's environment reaches its k0s service.
+    let unit = common::stdout(&lab.ssh_root("lab-2", "cat /etc/systemd/system/k0sworker.service"));
+    assert!(unit.contains("SITE_MARKER=lab-site"), "{unit}");
 }
 
 #[test]

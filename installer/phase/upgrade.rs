@@ -564,8 +564,15 @@ async fn move_staged(
         }
         match host.sha256(&file.path).await? {
             Some(staged) if staged == file.digest => {}
-            Some(staged) => anyhow::bail!("the staged {} holds {staged}, not the expected {}", file.path, file.digest),
-            None => anyhow::bail!("the staged {} is missing; run the same command again to upload it", file.path),
+            Some(staged) => anyhow::bail!(
+                "the staged {} holds {staged}, not the expected {}",
+                file.path,
+                file.digest
+            ),
+            None => anyhow::bail!(
+                "the staged {} is missing; run the same command again to upload it",
+                file.path
+            ),
         }
         let dir = final_path.rsplit_once('/').map_or(".", |(dir, _)| dir);
         host.run(&format!(
