@@ -1,5 +1,8 @@
 //! The cluster file's `hooks`: shell commands a host runs before or after an action, as the SSH
 //! user (not through sudo), in the order written, as k0sctl runs them.
+//!
+//! NOTE: the `install.before`/`install.after` hooks around each host's own install, and the
+//! `connect`, `reset` and `backup` hooks, are loaded but not run.
 
 use async_trait::async_trait;
 
