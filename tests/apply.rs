@@ -462,8 +462,16 @@ spec:
     - role: controller
       privateAddress: {c}
       ssh: {{address: {c}, port: {port}, user: {cu}, keyPath: {key}}}
+      hooks:
+        apply:
+          before:
+            - \"echo hello > apply.hook\"
+          after:
+            - \"grep -q hello apply.hook\"
     - role: worker
       privateAddress: {w}
+      environment:
+        SITE_MARKER: lab-site
       ssh: {{address: {w}, port: {port}, user: {wu}, keyPath: {key}}}
   k0s:
     version: \"${{K0S_VERSION}}\"
@@ -519,6 +527,22 @@ data:
         kubectl(&lab, "lab-1", "get configmap site-facts -n default -o json")
             .contains("\"site\": \"lab\"")
     );
+    // The worker's environment reaches its k0s service.
+    let unit = common::stdout(&lab.ssh_root("lab-2", "cat /etc/systemd/system/k0sworker.service"));
+    assert!(unit.contains("SITE_MARKER=lab-site"), "{unit}");
+    // The hooks ran as the SSH user, in its home directory, before and after the install.
+    assert!(
+        stderr(&output).contains("ran apply.before hook"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("ran apply.after hook"),
+        "{}",
+        stderr(&output)
+    );
+    let hook = lab.ssh("lab-1", "cat apply.hook");
+    assert_eq!(common::stdout(&hook).trim(), "hello");
 }
 
 #[test]

@@ -296,7 +296,7 @@ async fn install_and_start(
     options: InstallOptions,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let command = cluster.install_command(spec, options)?;
+    let command = with_environment(cluster.install_command(spec, options)?, spec);
     let paths = K0sPaths {
         binary: &spec.k0s_install_path,
         data_dir: &spec.data_dir,
@@ -314,6 +314,16 @@ async fn install_and_start(
         k0s_ops::wait_api_ready(host, paths, timeout).await?;
     }
     Ok(())
+}
+
+/// Adds the host's `environment` to the service as `k0s install --env` does, as k0sctl sets it
+/// for the service.
+pub fn with_environment(command: String, spec: &HostSpec) -> String {
+    spec.environment
+        .iter()
+        .fold(command, |command, (name, value)| {
+            format!("{command} --env {}", quote(&format!("{name}={value}")))
+        })
 }
 
 /// Joins one host with a token of its own, waits until it is ready, then invalidates the token.

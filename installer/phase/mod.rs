@@ -11,6 +11,7 @@ mod connect;
 pub mod context;
 mod facts;
 mod gather_facts;
+mod hooks;
 mod hosts;
 mod install;
 mod install_stacks;
@@ -52,11 +53,21 @@ pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
         Box::new(preflight::Preflight),
         Box::new(upload::Upload),
         Box::new(configure_k0s::ConfigureK0s),
+        Box::new(hooks::RunHooks {
+            action: "apply",
+            stage: "before",
+            title: "Run the apply.before hooks",
+        }),
         Box::new(install::InitializeCluster),
         Box::new(install::JoinControllers),
         Box::new(install::JoinWorkers),
         Box::new(install_stacks::InstallStacks),
         Box::new(manifests::ApplyManifests),
+        Box::new(hooks::RunHooks {
+            action: "apply",
+            stage: "after",
+            title: "Run the apply.after hooks",
+        }),
         Box::new(write_blueprint::WriteBlueprint),
         Box::new(lock::ReleaseLocks),
     ]
@@ -77,11 +88,21 @@ pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
         Box::new(upgrade::PlanUpgrade),
         Box::new(upload::Upload),
         Box::new(configure_k0s::ConfigureK0s),
+        Box::new(hooks::RunHooks {
+            action: "upgrade",
+            stage: "before",
+            title: "Run the upgrade.before hooks",
+        }),
         Box::new(upgrade::UpgradeControllers),
         Box::new(upgrade::UpgradeWorkers {
             batch: worker_batch,
         }),
         Box::new(upgrade::UpgradeStacks),
+        Box::new(hooks::RunHooks {
+            action: "upgrade",
+            stage: "after",
+            title: "Run the upgrade.after hooks",
+        }),
         Box::new(write_blueprint::WriteBlueprint),
         Box::new(lock::ReleaseLocks),
     ]

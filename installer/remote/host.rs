@@ -138,6 +138,15 @@ impl Host {
         }
     }
 
+    /// Runs a shell script as the SSH user, without sudo, as k0sctl runs hooks.
+    pub async fn run_as_login_user(&self, script: &str) -> Result<String, HostError> {
+        let output = self
+            .session
+            .exec(&format!("sh -c {}", quote(script)))
+            .await?;
+        self.check(script, output)
+    }
+
     /// Runs a shell script as root and returns its output whatever its exit status.
     pub async fn run_output(&self, script: &str) -> Result<Output, HostError> {
         Ok(self.session.exec(&self.privileged(script)).await?)
