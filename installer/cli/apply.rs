@@ -17,14 +17,8 @@ use crate::ui::{Ui, format_duration};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "k0sctl.yaml"
-    )]
-    pub configs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The bundle: a directory, a .tar.zst, or the first part of a split bundle.
     #[arg(long)]
     pub bundle: PathBuf,
@@ -57,6 +51,26 @@ pub struct ApplyArgs {
     /// is read from AIRLOCK_KEY_PASSWORD or a prompt.
     #[arg(long, value_name = "KEY")]
     pub sign_blueprint: Option<PathBuf>,
+}
+
+/// The cluster files; shared by every command that works on a cluster.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "k0sctl.yaml"
+    )]
+    pub configs: Vec<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// Loads and validates the cluster files, reporting problems as usage errors.
+    pub fn load(&self) -> Result<Cluster, CliError> {
+        Cluster::load(&self.configs).map_err(load_error)
+    }
 }
 
 /// How airlock reaches the hosts; shared by every command that connects.
@@ -92,7 +106,7 @@ impl ConnectionArgs {
 }
 
 pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
-    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let cluster = args.cluster.load()?;
     let trust = trust_policy(&cluster, &args.keys, args.allow_unsigned)?;
     let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
     // The key is loaded first, so that a wrong password fails before any host is touched.
@@ -133,14 +147,18 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
             "==> Finished in {elapsed}: k0s {} runs on {description}",
             run.bundle().manifest().k0s.version
         ));
-        let configs: Vec<String> = args
+        let mut next: Vec<String> = args
+            .cluster
             .configs
             .iter()
             .map(|c| format!("-c {}", c.display()))
             .collect();
+        if let Some(known_hosts) = &args.connection.known_hosts {
+            next.push(format!("--known-hosts {}", known_hosts.display()));
+        }
         ui.println(&format!(
             "next: airlock kubeconfig {} > kubeconfig",
-            configs.join(" ")
+            next.join(" ")
         ));
     }
     Ok(Status::Success)

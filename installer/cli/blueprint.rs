@@ -1,14 +1,11 @@
 //! `airlock blueprint`: the as-built record stored on the controllers.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::apply::ClusterArgs;
 use super::apply::ConnectionArgs;
-use super::config::load_error;
 use super::status::{connect_hosts, fetch_blueprints, newest_blueprint};
 use super::{CliError, CliResult, Status};
-use crate::config::Cluster;
 use crate::ui::Ui;
 
 #[derive(Debug, Subcommand)]
@@ -19,14 +16,8 @@ pub enum BlueprintCommand {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "k0sctl.yaml"
-    )]
-    pub configs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The output format.
     #[arg(short = 'o', long, value_enum, default_value_t = DocumentFormat::Yaml)]
     pub output: DocumentFormat,
@@ -50,7 +41,7 @@ pub async fn run(command: BlueprintCommand, ui: &Ui) -> CliResult {
 /// Prints the newest blueprint the controllers hold, warning about controllers whose copy
 /// differs.
 async fn show(args: ShowArgs, ui: &Ui) -> CliResult {
-    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let cluster = args.cluster.load()?;
     let controllers = connect_hosts(&cluster, &args.connection, 10, |host| {
         host.role.is_controller()
     })

@@ -1,13 +1,10 @@
 //! `airlock kubeconfig`: the admin kubeconfig of the cluster.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
+use super::apply::ClusterArgs;
 use super::apply::ConnectionArgs;
-use super::config::load_error;
 use super::{CliError, CliResult, Status};
-use crate::config::Cluster;
 use crate::k0s::kubeconfig::rewrite;
 use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
 use crate::shell::quote;
@@ -15,14 +12,8 @@ use crate::ui::Ui;
 
 #[derive(Debug, Args)]
 pub struct KubeconfigArgs {
-    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "k0sctl.yaml"
-    )]
-    pub configs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The API address to put in the kubeconfig (default: spec.k0s.config.spec.api.externalAddress,
     /// else the first controller's SSH address).
     #[arg(long)]
@@ -32,7 +23,7 @@ pub struct KubeconfigArgs {
 }
 
 pub async fn run(args: KubeconfigArgs, _ui: &Ui) -> CliResult {
-    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let cluster = args.cluster.load()?;
     let controller = cluster
         .controllers()
         .next()

@@ -6,14 +6,13 @@
 //! readiness checks, policies and the cluster id. Each difference is printed under its host.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use futures::stream::{self, StreamExt};
 
+use super::apply::ClusterArgs;
 use super::apply::ConnectionArgs;
-use super::config::load_error;
 use super::{CliError, CliResult, Status};
 use crate::blueprint::controllers::remote_path;
 use crate::blueprint::drift::{self, Finding, Observed};
@@ -26,14 +25,8 @@ use crate::ui::Ui;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "k0sctl.yaml"
-    )]
-    pub configs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// The maximum number of hosts read at once.
@@ -149,7 +142,7 @@ pub fn newest_blueprint(
 }
 
 pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
-    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let cluster = args.cluster.load()?;
     let concurrency = usize::from(args.concurrency);
     let hosts = connect_hosts(&cluster, &args.connection, concurrency, |_| true).await?;
     if hosts.iter().all(|host| host.host.is_err()) {

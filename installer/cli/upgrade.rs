@@ -5,26 +5,19 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::apply::ClusterArgs;
 use super::apply::{ConnectionArgs, phase_error, trust_policy};
-use super::config::load_error;
 use super::key::load_secret_key;
 use super::{CliResult, Status};
 use crate::blueprint::SigningKey;
 use crate::bundle::Bundle;
-use crate::config::Cluster;
 use crate::phase::{self, Run, RunMode, RunSettings};
 use crate::ui::{Ui, format_duration};
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
-    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "k0sctl.yaml"
-    )]
-    pub configs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The newer bundle: a directory, a .tar.zst, or the first part of a split bundle.
     #[arg(long)]
     pub bundle: PathBuf,
@@ -60,7 +53,7 @@ pub struct UpgradeArgs {
 }
 
 pub async fn run(args: UpgradeArgs, ui: &Ui) -> CliResult {
-    let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    let cluster = args.cluster.load()?;
     // An upgrade never accepts an unsigned bundle: the file's allowUnsigned is for first installs
     // in test sites, and an upgrade replaces what a signed bundle installed.
     let mut trust = trust_policy(&cluster, &args.keys, false)?;
