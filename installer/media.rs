@@ -18,7 +18,7 @@ use crate::ui::Ui;
 /// The checksum file on the media, in `sha256sum -c` format.
 pub const CHECKSUMS: &str = "SHA256SUMS";
 
-/// What to write.
+/// The bundle, media and keys to write.
 pub struct MediaOptions<'a> {
     pub bundle: &'a Path,
     pub to: &'a Path,
@@ -27,7 +27,7 @@ pub struct MediaOptions<'a> {
     pub allow_unsigned: bool,
 }
 
-/// What was written and checked.
+/// The files written and checked.
 pub struct MediaSummary {
     pub files: Vec<(PathBuf, u64, Digest)>,
     pub archive: PathBuf,

@@ -1,4 +1,4 @@
-//! What one run of `apply` knows and carries from phase to phase.
+//! The state one run of `apply` or `upgrade` carries from phase to phase.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use crate::remote::{ConnectOptions, Host, HostLock, LockOwner};
 use crate::stacks::{Rendered, Stack};
 use crate::ui::Ui;
 
-/// What a run does: install or complete a cluster, or move a running one to a newer bundle.
+/// The kind of run: an install (or its completion), or an upgrade to a newer bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
     Apply,
@@ -37,7 +37,7 @@ pub struct RunSettings {
     pub concurrency: usize,
     pub known_hosts: PathBuf,
     pub accept_new_host_keys: bool,
-    /// Where the blueprint goes.
+    /// The directory that receives the blueprint.
     pub out_dir: PathBuf,
     pub connect: ConnectOptions,
     /// How long to wait for the API server or a node to become ready.
@@ -124,11 +124,11 @@ pub struct Run {
     pub stacks: Option<Rendered>,
     /// Per stack, what its readiness checks last saw; set by the phase that installs the stacks.
     pub stack_status: BTreeMap<Stack, StackOutcome>,
-    /// What the cluster runs according to its stored blueprint; read by upgrade.
+    /// The blueprint stored on the controllers, which upgrade reads to learn what runs.
     pub installed: Option<crate::blueprint::Blueprint>,
 }
 
-/// What a stack's readiness checks saw.
+/// The outcome of a stack's readiness checks.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StackOutcome {

@@ -138,7 +138,7 @@ pub trait Phase<C: Send>: Send {
 pub struct PhaseError {
     pub phase: &'static str,
     pub error: anyhow::Error,
-    /// What the user can do about it, printed as a `help:` line.
+    /// The action the user can take, printed as a `help:` line.
     pub help: Option<String>,
 }
 

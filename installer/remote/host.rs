@@ -63,7 +63,7 @@ pub enum HostError {
     },
 }
 
-/// What an upload did.
+/// The outcome of an upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upload {
     /// The destination already held the expected bytes.
@@ -72,7 +72,7 @@ pub enum Upload {
     Copied,
 }
 
-/// Where an uploaded file goes on a host.
+/// The destination of an uploaded file on a host.
 #[derive(Clone, Copy, Debug)]
 pub struct Placement<'a> {
     pub path: &'a str,
