@@ -917,3 +917,31 @@ fn encrypted_key_without_password_is_usage_error() {
     );
     assert!(error.contains("AIRLOCK_KEY_PASSWORD"), "{error}");
 }
+
+#[test]
+fn pack_into_missing_directory_fails_without_hanging() {
+    let workspace = Workspace::new();
+    let bundle = workspace.build("lab", 1, None);
+    let output = workspace.path("missing/lab.tar.zst");
+    // Small parts once made the tar thread block forever on a full queue after the part writer
+    // failed; `timeout` turns such a hang into exit status 124.
+    let result = tool(
+        "timeout",
+        &[
+            "60",
+            env!("CARGO_BIN_EXE_airlock"),
+            "bundle",
+            "pack",
+            bundle.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--split-size",
+            "128KiB",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lab.tar.zst.part001"), "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+}

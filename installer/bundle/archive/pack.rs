@@ -205,6 +205,10 @@ fn run_pipeline(
             let (level, chunk_pool, frame_pool) = (options.level, &chunk_pool, &frame_pool);
             scope.spawn(move || compress_chunks(level, chunk_pool, frame_pool, &receiver, &sender));
         }
+        // Only the compressors may hold the receiving ends. When the part writer fails, it drops
+        // the frame receiver, the compressors stop, and the last one drops the chunk receiver, so
+        // a send from the tar thread fails instead of blocking on a full queue forever.
+        drop(chunk_receiver);
         drop(frame_sender);
         let writer = scope.spawn(|| {
             let mut parts = PartWriter::new(output, options.split_size);
