@@ -72,3 +72,18 @@ fn init_output_validates_from_stdin() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn closed_stdout_pipe_ends_quietly() {
+    // The reader closes its end before airlock writes, as `airlock ... | head` does once it has
+    // read enough.
+    let mut child = airlock()
+        .arg("init")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_clean_success(&output);
+}

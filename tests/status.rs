@@ -1,6 +1,6 @@
 //! `airlock status` on lab hosts: a cluster that matches its blueprint, then a changed file, a
 //! stopped k0s, a deleted stack policy and a deleted site policy from the cluster file, each
-//! reported under its host with exit status 3.
+//! reported under its host with exit status 3; an unreachable host makes it fail with status 1.
 
 mod common;
 
@@ -103,6 +103,23 @@ fn status_reports_drift_per_host() {
     );
     assert!(reported(&controller, "node lab-3 is NotReady"), "{text}");
     assert!(!text.contains("matches the blueprint"), "{text}");
+
+    // A host that cannot be reached is not drift: status still reports the others, then fails.
+    let stop = lab.run(&["stop", "lab-3"]);
+    assert!(stop.status.success(), "{}", describe(&stop));
+    let unreachable = status(&lab, &cluster);
+    assert_eq!(unreachable.status.code(), Some(1), "{}", describe(&unreachable));
+    assert!(
+        stdout(&unreachable).contains(&format!("{changed}: {archive} changed")),
+        "{}",
+        describe(&unreachable)
+    );
+    assert!(
+        common::stderr(&unreachable)
+            .contains(&format!("1 host could not be checked: {stopped}")),
+        "{}",
+        describe(&unreachable)
+    );
 }
 
 #[test]

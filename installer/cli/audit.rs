@@ -1,5 +1,6 @@
 //! `airlock audit`: the hash-chained audit log.
 
+use super::report::print_output;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -111,7 +112,7 @@ fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
     if let Some(text) = blueprint_check {
         lines.push(text);
     }
-    println!("{}", lines.join("\n"));
+    print_output(&format!("{}\n", lines.join("\n")))?;
     Ok(Status::Success)
 }
 

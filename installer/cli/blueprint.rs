@@ -1,5 +1,6 @@
 //! `airlock blueprint`: the as-built record stored on the controllers.
 
+use super::report::print_output;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::apply::ClusterArgs;
@@ -70,6 +71,6 @@ async fn show(args: ShowArgs, ui: &Ui) -> CliResult {
             serde_json::to_string_pretty(&blueprint).map_err(CliError::internal)?
         ),
     };
-    print!("{text}");
+    print_output(&text)?;
     Ok(Status::Success)
 }

@@ -1,5 +1,6 @@
 //! `airlock bundle`: build, sign, verify, pack, unpack and inspect offline bundles.
 
+use super::report::print_output;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -325,9 +326,9 @@ fn inspect(args: InspectArgs) -> CliResult {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&InspectReport::from(&inspection))
                 .map_err(CliError::internal)?;
-            println!("{json}");
+            print_output(&format!("{json}\n"))?;
         }
-        OutputFormat::Text => print!("{}", inspect_text(&inspection)),
+        OutputFormat::Text => print_output(&inspect_text(&inspection))?,
     }
     Ok(Status::Success)
 }

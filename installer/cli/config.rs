@@ -1,6 +1,6 @@
 //! `airlock init` and `airlock config`: writing and checking cluster files.
 
-use std::io::Write;
+use super::report::print_output;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -27,13 +27,7 @@ pub struct ValidateArgs {
 
 /// Prints the example cluster file to standard output.
 pub fn init(_args: InitArgs) -> CliResult {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(EXAMPLE_CLUSTER_FILE.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|error| {
-            CliError::failure(error).context("cannot write the example cluster file")
-        })?;
+    print_output(EXAMPLE_CLUSTER_FILE)?;
     Ok(Status::Success)
 }
 
@@ -46,7 +40,7 @@ pub fn run(command: ConfigCommand, _ui: &Ui) -> CliResult {
 /// Loads the files as apply would and prints a one-line summary.
 fn validate(args: ValidateArgs) -> CliResult {
     let cluster = Cluster::load(&args.configs).map_err(load_error)?;
-    println!("{}", summary(&cluster));
+    print_output(&format!("{}\n", summary(&cluster)))?;
     Ok(Status::Success)
 }
 

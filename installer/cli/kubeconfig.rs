@@ -1,5 +1,6 @@
 //! `airlock kubeconfig`: the admin kubeconfig of the cluster.
 
+use super::report::print_output;
 use clap::Args;
 
 use super::apply::ClusterArgs;
@@ -57,7 +58,7 @@ pub async fn run(args: KubeconfigArgs, _ui: &Ui) -> CliResult {
         .unwrap_or(6443);
     let text =
         rewrite(&admin, &cluster.name, &cluster.user, &address, port).map_err(CliError::failure)?;
-    print!("{text}");
+    print_output(&text)?;
     Ok(Status::Success)
 }
 

@@ -79,6 +79,9 @@ pub enum Command {
     Upgrade(upgrade::UpgradeArgs),
 
     /// Compare the live cluster with its blueprint and report drift (exit status 3).
+    ///
+    /// Exit status 0 when every host matches its blueprint, 3 when the cluster drifted, and 1
+    /// when a host cannot be reached (its state is unknown; the others are still reported).
     Status(status::StatusArgs),
 
     /// Show the blueprint stored on the cluster's controllers.

@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 
 use super::apply::ClusterArgs;
 use super::apply::ConnectionArgs;
+use super::report::print_output;
 use super::{CliError, CliResult, Status};
 use crate::blueprint::controllers::remote_path;
 use crate::blueprint::drift::{self, Finding, Observed};
@@ -125,6 +126,12 @@ pub fn newest_blueprint(
         .iter()
         .find_map(|(label, copy)| copy.as_ref().ok().map(|b| (label.clone(), b.clone())))
         .ok_or_else(|| {
+            if copies.is_empty() {
+                return CliError::failure(anyhow::anyhow!(
+                    "no controller could be reached to read the blueprint"
+                ))
+                .help("the connection errors are listed above; make a controller reachable and run again");
+            }
             let reasons: Vec<String> = copies
                 .iter()
                 .filter_map(|(label, copy)| copy.as_ref().err().map(|e| format!("{label}: {e}")))
@@ -225,7 +232,21 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
         unknown_hosts: &unknown_hosts,
     };
     findings.extend(drift::compare(&blueprint, &observed));
-    print_findings(&blueprint, &hosts, &findings);
+    print_findings(&blueprint, &hosts, &findings)?;
+    // A host that cannot be reached is not drift: its state is unknown, so the check failed.
+    let unreachable: Vec<String> = hosts
+        .iter()
+        .filter(|host| host.host.is_err())
+        .map(Connected::label)
+        .collect();
+    if !unreachable.is_empty() {
+        return Err(CliError::failure(anyhow::anyhow!(
+            "{} could not be checked: {}",
+            count(unreachable.len(), "host", "hosts"),
+            unreachable.join(", ")
+        ))
+        .help("the findings above cover the hosts that answered; make the other hosts reachable (their connection errors are listed above) and run status again"));
+    }
     if findings.is_empty() {
         ui.println("no drift: the cluster matches its blueprint");
         Ok(Status::Success)
@@ -233,9 +254,9 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
         let drifted: std::collections::BTreeSet<&str> =
             findings.iter().map(|f| f.host.as_str()).collect();
         ui.println(&format!(
-            "drift: {} differences on {} hosts, listed above",
-            findings.len(),
-            drifted.len()
+            "drift: {} on {}, listed above",
+            count(findings.len(), "difference", "differences"),
+            count(drifted.len(), "host", "hosts")
         ));
         Ok(Status::Drift)
     }
@@ -342,8 +363,18 @@ async fn read_cluster(
     (label, live, cluster_id, readiness)
 }
 
+/// Formats a count with the singular or plural noun.
+fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// Prints each host of the blueprint with its findings, or that it matches.
-fn print_findings(blueprint: &Blueprint, hosts: &[Connected], findings: &[Finding]) {
+fn print_findings(
+    blueprint: &Blueprint,
+    hosts: &[Connected],
+    findings: &[Finding],
+) -> Result<(), CliError> {
+    let mut text = String::new();
     let mut labels: Vec<(String, String)> = blueprint
         .nodes
         .iter()
@@ -367,12 +398,13 @@ fn print_findings(blueprint: &Blueprint, hosts: &[Connected], findings: &[Findin
             format!("{label} ({name})")
         };
         if own.is_empty() {
-            println!("{title}: matches the blueprint");
+            text.push_str(&format!("{title}: matches the blueprint\n"));
         } else {
-            println!("{title}: drift");
+            text.push_str(&format!("{title}: drift\n"));
             for finding in own {
-                println!("  {label}: {}", finding.message);
+                text.push_str(&format!("  {label}: {}\n", finding.message));
             }
         }
     }
+    print_output(&text)
 }
