@@ -202,6 +202,14 @@ impl Item {
         }
     }
 
+    /// Ends the item as failed without a reason, because the command's error reports it.
+    pub fn abandon(self) {
+        match &self.bar {
+            Some(bar) => bar.abandon_with_message("failed"),
+            None => self.ui.println(&format!("{}: failed", self.name)),
+        }
+    }
+
     /// Ends the item as failed with a short reason; the full error is reported by the caller.
     pub fn fail(self, reason: &str) {
         match &self.bar {

@@ -109,7 +109,7 @@ fn intact_log_verifies() {
     let output = verify(&path);
     assert!(output.status.success(), "{}", describe(&output));
     let text = common::stdout(&output);
-    assert!(text.contains("6 entries verify"), "{text}");
+    assert!(text.contains("6 entries verified"), "{text}");
     assert!(text.contains("the last line matches"), "{text}");
 }
 

@@ -108,15 +108,19 @@ fn status_reports_drift_per_host() {
     let stop = lab.run(&["stop", "lab-3"]);
     assert!(stop.status.success(), "{}", describe(&stop));
     let unreachable = status(&lab, &cluster);
-    assert_eq!(unreachable.status.code(), Some(1), "{}", describe(&unreachable));
+    assert_eq!(
+        unreachable.status.code(),
+        Some(1),
+        "{}",
+        describe(&unreachable)
+    );
     assert!(
         stdout(&unreachable).contains(&format!("{changed}: {archive} changed")),
         "{}",
         describe(&unreachable)
     );
     assert!(
-        common::stderr(&unreachable)
-            .contains(&format!("1 host could not be checked: {stopped}")),
+        common::stderr(&unreachable).contains(&format!("1 host could not be checked: {stopped}")),
         "{}",
         describe(&unreachable)
     );

@@ -701,7 +701,7 @@ fn audit_chain(audit: &AuditEvidence) -> Control {
     );
     match &audit.chain {
         Ok(()) => row.pass(format!(
-            "{} entries verify, head {}{}",
+            "{} entries verified, head {}{}",
             audit.head.lines,
             audit.head.digest,
             audit

@@ -1,6 +1,6 @@
 //! `airlock apply`: bootstrap or complete a cluster from a verified bundle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -38,11 +38,11 @@ pub struct ApplyArgs {
     #[arg(long = "key", value_name = "PUB")]
     pub keys: Vec<PathBuf>,
     /// How long to wait for an API server or a node to become ready (e.g. 90s, 10m).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub ready_timeout: Duration,
     /// How long to wait for each stack readiness check, in place of each stack's own limit
     /// (30 minutes for the GPU Operator, which may compile drivers).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub stack_timeout: Option<Duration>,
     /// The directory that receives the blueprint, the report, the SBOM and the audit log.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
@@ -84,17 +84,43 @@ pub struct ConnectionArgs {
     #[arg(long)]
     pub accept_new_host_keys: bool,
     /// The limit for connecting to one host, per attempt (e.g. 10s).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 }
 
 impl ConnectionArgs {
-    pub fn known_hosts_path(&self) -> PathBuf {
-        self.known_hosts.clone().unwrap_or_else(|| {
-            std::env::home_dir()
+    /// The known_hosts file to use. A file named with `--known-hosts` must exist, unless
+    /// `--accept-new-host-keys` may start it in a folder that exists, so that a mistyped path
+    /// is reported rather than read as an empty list or created in new folders.
+    pub fn known_hosts_path(&self) -> Result<PathBuf, CliError> {
+        let Some(path) = &self.known_hosts else {
+            return Ok(std::env::home_dir()
                 .unwrap_or_else(|| PathBuf::from("/root"))
-                .join(".ssh/known_hosts")
-        })
+                .join(".ssh/known_hosts"));
+        };
+        if path.exists() {
+            return Ok(path.clone());
+        }
+        let folder = match path.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => Path::new("/"),
+        };
+        if self.accept_new_host_keys && folder.is_dir() {
+            return Ok(path.clone());
+        }
+        Err(CliError::usage(anyhow::anyhow!(
+            "known_hosts file {} not found",
+            path.display()
+        ))
+        .help(if self.accept_new_host_keys {
+            format!(
+                "create the folder {} first, or fix the path",
+                folder.display()
+            )
+        } else {
+            "fix the path, or add --accept-new-host-keys to start a new file".to_string()
+        }))
     }
 
     pub fn connect_options(&self) -> ConnectOptions {
@@ -102,6 +128,20 @@ impl ConnectionArgs {
             timeout: self.connect_timeout,
             ..ConnectOptions::default()
         }
+    }
+}
+
+/// Parses a duration such as 90s, 10m or 1h30m; zero is rejected because every duration airlock
+/// takes is a time limit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!(
+            "{text:?} is zero; give a time limit such as 30s or 5m"
+        )),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(format!(
+            "invalid duration {text:?} ({error}); write a number and a unit such as 30s, 5m or 1h"
+        )),
     }
 }
 
@@ -119,7 +159,7 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
         mode: RunMode::Apply,
         dry_run: args.dry_run,
         concurrency: usize::from(args.concurrency),
-        known_hosts: args.connection.known_hosts_path(),
+        known_hosts: args.connection.known_hosts_path()?,
         accept_new_host_keys: args.connection.accept_new_host_keys,
         out_dir: args.out.clone(),
         connect: args.connection.connect_options(),

@@ -10,7 +10,7 @@ use crate::blueprint::audit::{self, AuditLogError, Head};
 use crate::blueprint::sign::SIGNATURE_SUFFIX;
 use crate::blueprint::{self, Blueprint};
 use crate::bundle::PublicKey;
-use crate::bundle::keys::verify_detached;
+use crate::bundle::keys::{SignatureError, verify_detached};
 use crate::ui::Ui;
 
 #[derive(Debug, Subcommand)]
@@ -70,15 +70,12 @@ fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
     };
 
     let verified = audit::verify(&text, head.as_ref()).map_err(|error| {
-        CliError::failure(error).context(format!(
-            "{} is broken; the first broken line is named below",
-            args.file.display()
-        ))
+        CliError::failure(error).context(format!("{} failed verification", args.file.display()))
     })?;
     let blueprint_check = check_blueprint(&args.file, &verified)?;
 
     let mut lines = vec![format!(
-        "{}: {} entries verify",
+        "{}: {} entries verified",
         args.file.display(),
         verified.entries.len()
     )];
@@ -152,8 +149,17 @@ fn check_head_signature(path: &Path, head: &Head, key: &Path) -> Result<String, 
     })?;
     let data = std::fs::read(path).map_err(CliError::failure)?;
     let comment = verify_detached(&key, &data, &signature).map_err(|error| {
+        let reason = match error {
+            SignatureError::UntrustedKey { key_id, .. } => {
+                format!("{} is signed by key {key_id}", path.display())
+            }
+            SignatureError::Invalid { .. } => {
+                format!("{} was changed after it was signed", path.display())
+            }
+            other => other.to_string(),
+        };
         CliError::failure(anyhow::anyhow!(
-            "the signature {} does not verify with key {}: {error}",
+            "the signature {} does not verify with key {}: {reason}",
             signature_path.display(),
             key.id()
         ))

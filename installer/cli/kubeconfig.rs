@@ -68,7 +68,7 @@ pub async fn connect(
     ssh: &crate::config::Ssh,
 ) -> Result<Host, CliError> {
     let known_hosts =
-        KnownHosts::load(&connection.known_hosts_path()).map_err(CliError::failure)?;
+        KnownHosts::load(&connection.known_hosts_path()?).map_err(CliError::failure)?;
     let policy = HostKeyPolicy::new(known_hosts, connection.accept_new_host_keys);
     let target = SshTarget {
         address: ssh.address.to_string(),

@@ -56,7 +56,7 @@ pub async fn connect_hosts(
     select: impl Fn(&HostSpec) -> bool,
 ) -> Result<Vec<Connected>, CliError> {
     let known_hosts =
-        KnownHosts::load(&connection.known_hosts_path()).map_err(CliError::failure)?;
+        KnownHosts::load(&connection.known_hosts_path()?).map_err(CliError::failure)?;
     let policy = HostKeyPolicy::new(known_hosts, connection.accept_new_host_keys);
     let options = connection.connect_options();
     let specs: Vec<HostSpec> = cluster

@@ -38,10 +38,10 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// How long to wait for an API server or a node to become ready (e.g. 90s, 10m).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::apply::parse_duration)]
     pub ready_timeout: Duration,
     /// How long to wait for each stack readiness check, in place of each stack's own limit.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::apply::parse_duration)]
     pub stack_timeout: Option<Duration>,
     /// The directory that receives the updated blueprint, report, SBOM and audit log.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
@@ -70,7 +70,7 @@ pub async fn run(args: UpgradeArgs, ui: &Ui) -> CliResult {
         },
         dry_run: args.dry_run,
         concurrency: 10,
-        known_hosts: args.connection.known_hosts_path(),
+        known_hosts: args.connection.known_hosts_path()?,
         accept_new_host_keys: args.connection.accept_new_host_keys,
         out_dir: args.out.clone(),
         connect: args.connection.connect_options(),

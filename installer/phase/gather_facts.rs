@@ -61,7 +61,10 @@ impl Phase<Run> for GatherFacts {
                 if facts.gpus.is_empty() {
                     String::new()
                 } else {
-                    format!(", {} NVIDIA GPUs", facts.gpus.len())
+                    match facts.gpus.len() {
+                        1 => ", 1 NVIDIA GPU".to_string(),
+                        gpus => format!(", {gpus} NVIDIA GPUs"),
+                    }
                 },
             ));
             node.facts = facts;

@@ -161,8 +161,11 @@ pub fn pack(
         &progress,
     );
     match &result {
-        Ok(summary) => progress.finish(&format!("packed into {} file(s)", summary.files.len())),
-        Err(_) => progress.fail("failed"),
+        Ok(summary) => progress.finish(&match summary.files.len() {
+            1 => "packed into 1 file".to_string(),
+            parts => format!("packed into {parts} parts"),
+        }),
+        Err(_) => progress.abandon(),
     }
     let mut summary = result?;
     summary.input_size = input_size;

@@ -396,7 +396,7 @@ pub(crate) fn read_archive(
         } else {
             "verified"
         }),
-        Err(_) => progress.fail("failed"),
+        Err(_) => progress.abandon(),
     }
     result
 }

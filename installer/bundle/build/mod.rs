@@ -310,7 +310,7 @@ impl Builder<'_> {
                 let result = self.copy_file(file, &item);
                 match &result {
                     Ok(_) => item.finish("copied"),
-                    Err(_) => item.fail("failed"),
+                    Err(_) => item.abandon(),
                 }
                 result
             })

@@ -453,7 +453,7 @@ impl<'a> Fetcher<'a> {
             Ok((file, Transfer::Downloaded)) => {
                 item.finish(&downloaded_message(file.blob.size, started))
             }
-            Err(_) => item.fail("failed"),
+            Err(_) => item.abandon(),
         }
         let (file, _) = result?;
         if pin.is_none_or(|pin| pin.origin != PinOrigin::Spec) {
@@ -933,7 +933,7 @@ impl<'a> Fetcher<'a> {
         let (reference, descriptor, manifest, platform_from_index) = match result {
             Ok(resolved) => resolved,
             Err(error) => {
-                progress.item.fail("failed");
+                progress.item.abandon();
                 return Err(error);
             }
         };
