@@ -413,6 +413,23 @@ impl BundleSpec {
             if !names.insert(artifact.name.as_str()) {
                 return Err(format!("artifact {:?} is listed twice", artifact.name));
             }
+            // A kind airlock has no handling for is allowed, but only with an explicit `install`,
+            // so a misspelt kind is caught here rather than after its file was copied.
+            if let ArtifactKind::Other(kind) = &artifact.kind
+                && artifact.install.is_none()
+            {
+                const KNOWN: [&str; 4] = ["k0s-binary", "image-archive", "chart", "manifest"];
+                let hint = match crate::config::closest(kind, &KNOWN) {
+                    Some(known) => format!("did you mean `kind: {known}`? "),
+                    None => String::new(),
+                };
+                return Err(format!(
+                    "artifact {:?}: unknown kind {kind:?}; {hint}The kinds airlock installs are {}; \
+                     another kind needs `install` to say where it goes",
+                    artifact.name,
+                    KNOWN.join(", ")
+                ));
+            }
             if let Source::Chart(_) = &artifact.source
                 && artifact.kind != ArtifactKind::Chart
             {
@@ -699,6 +716,17 @@ stacks:
         let error = parse(&yaml).unwrap_err();
         assert!(
             error.contains("both download https://example.invalid/k0s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn spec_misspelt_kind_names_the_closest() {
+        let yaml = GOOD.replace("kind: k0s-binary", "kind: k0s-binray");
+        let error = parse(&yaml).unwrap_err();
+        assert!(error.contains("unknown kind \"k0s-binray\""), "{error}");
+        assert!(
+            error.contains("did you mean `kind: k0s-binary`?"),
             "{error}"
         );
     }

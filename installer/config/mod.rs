@@ -43,6 +43,7 @@ pub use airlock::{
     TrustedKey,
 };
 pub use cluster::{Cluster, ClusterLoader, K0s, SourceText, VersionChannel};
+pub use deserialize::closest;
 pub use documents::{Manifest, deep_merge};
 pub use error::{ConfigError, Location, Problem};
 pub use files::{FileSource, UploadFile};
