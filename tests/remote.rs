@@ -285,6 +285,13 @@ async fn staged_upload_never_appears_half_written() {
         return;
     };
     let host = connect(&lab, "lab-1").await;
+    // What a run killed during this upload leaves behind.
+    host.run(
+        "mkdir -p /var/lib/k0s/airlock/staging && \
+         echo partial > /var/lib/k0s/airlock/staging/.a.tar.airlock-4242",
+    )
+    .await
+    .unwrap();
     let data = vec![3u8; 1 << 20];
     let item = Ui::hidden().item("lab-1", None);
     let placement = Placement::new("/var/lib/k0s/images/a.tar", "0644")

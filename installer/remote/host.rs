@@ -352,8 +352,15 @@ impl Host {
         let temporary = format!("{staging}/.{name}.airlock-{}", std::process::id());
         let (quoted_path, quoted_temporary) = (quote(path), quote(&temporary));
         let dirs = format!("{} {}", quote(&parent_dir(path)), quote(&staging));
+        // A run killed mid-upload leaves its temporary file; the host lock means no other run
+        // writes this name now, so every earlier temporary file of it can go.
+        let leftovers = format!(
+            "{}/{}*",
+            quote(&staging),
+            quote(&format!(".{name}.airlock-"))
+        );
         let receive = format!(
-            "mkdir -p {dirs} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
+            "mkdir -p {dirs} && rm -f {leftovers} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
         );
         let counted = CountingReader::new(source, item);
         let output = self
