@@ -14,7 +14,7 @@ pub const CONFIG_FILE: &str = "/etc/k0s/k0s.yaml";
 /// What the install command depends on besides the cluster file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InstallOptions {
-    /// The host initialises the cluster, so it has no join token.
+    /// The host initializes the cluster, so it has no join token.
     pub leader: bool,
     /// Reinstall over an existing service (`--force=true`), which k0s accepts since v1.27.4.
     pub force: bool,

@@ -114,7 +114,7 @@ pub struct Run {
     pub settings: RunSettings,
     pub ui: Ui,
     pub owner: LockOwner,
-    /// The index in `nodes` of the controller that initialises the cluster and creates tokens.
+    /// The index in `nodes` of the controller that initializes the cluster and creates tokens.
     pub leader: usize,
     /// Events of this run for the blueprint, in order.
     pub record: Vec<RecordedAction>,

@@ -27,6 +27,16 @@ impl HostFailure {
             total: 1,
         }
     }
+
+    /// The error with its causes, led by the host unless the error already names it first.
+    fn message(&self) -> String {
+        let error = format!("{:#}", self.error);
+        let prefix = format!("{}: ", self.host);
+        match error.starts_with(&prefix) {
+            true => error,
+            false => prefix + &error,
+        }
+    }
 }
 
 /// Every host that failed in one step, one line each.
@@ -41,11 +51,11 @@ impl fmt::Display for HostFailures {
         if let [only] = self.failures.as_slice()
             && self.total == 1
         {
-            return write!(f, "{}: {:#}", only.host, only.error);
+            return f.write_str(&only.message());
         }
         write!(f, "{} of {} hosts failed:", self.failures.len(), self.total)?;
         for failure in &self.failures {
-            write!(f, "\n  {}: {:#}", failure.host, failure.error)?;
+            write!(f, "\n  {}", failure.message())?;
         }
         Ok(())
     }

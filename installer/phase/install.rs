@@ -1,7 +1,7 @@
 //! Phases "Initialize the cluster", "Join controllers" and "Join workers": install k0s as a
 //! service on each host, start it, and wait until it is ready.
 //!
-//! The first controller initialises the cluster. Every other host joins with a join token of its
+//! The first controller initializes the cluster. Every other host joins with a join token of its
 //! own, created on the first controller, written to the host through standard input, and
 //! invalidated once the host is ready. Hosts that already run k0s are left alone; a host whose
 //! service is installed but not running (a join that stopped part-way) is reinstalled with
@@ -58,7 +58,7 @@ impl Phase<Run> for InitializeCluster {
         }
         run.nodes[index].became_ready = true;
         run.ui
-            .println(&format!("{label}: k0s controller initialised the cluster"));
+            .println(&format!("{label}: k0s controller initialized the cluster"));
         run.record(
             self.title(),
             &label,
