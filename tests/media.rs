@@ -51,6 +51,13 @@ fn media_holds_a_verified_bundle_and_its_checksums() {
     assert!(check.status.success(), "{}", describe(&check));
     assert_eq!(common::stdout(&check).lines().count(), 4);
 
+    let install = fs::read_to_string(media.path().join("INSTALL.txt")).unwrap();
+    assert!(install.contains("./airlock media verify ."), "{install}");
+    assert!(
+        install.contains("./airlock apply -c /path/to/k0sctl.yaml"),
+        "{install}"
+    );
+
     // The binary on the media verifies the bundle on the media.
     let verify = Command::new(media.path().join("airlock"))
         .args(["bundle", "verify", "lab-1.tar.zst", "--key", "site.pub"])
@@ -637,4 +644,44 @@ fn apply_without_bundle_beside_binary_is_usage_error() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn image_too_small_then_rerun_reuses_files() {
+    let fixture = SplitBundle::build();
+    let image = fixture.workspace.path("media.img");
+    let too_small = fixture
+        .create_command()
+        .arg("--image")
+        .arg(&image)
+        .args(["--size", "48MiB"])
+        .output()
+        .unwrap();
+    assert_eq!(too_small.status.code(), Some(1), "{}", describe(&too_small));
+    assert!(
+        stderr(&too_small).contains("cannot write the disk image"),
+        "{}",
+        stderr(&too_small)
+    );
+    assert!(!image.exists(), "a partial image was renamed into place");
+    assert!(
+        !fixture.workspace.path("media.img.partial").exists(),
+        "the partial image is left behind"
+    );
+
+    let rerun = fixture
+        .create_command()
+        .arg("--image")
+        .arg(&image)
+        .args(["--size", "160MiB"])
+        .output()
+        .unwrap();
+    assert!(rerun.status.success(), "{}", describe(&rerun));
+    assert!(
+        stderr(&rerun).contains("airlock: already on the media, matches"),
+        "{}",
+        stderr(&rerun)
+    );
+    let verify = fixture.verify(&image);
+    assert!(verify.status.success(), "{}", describe(&verify));
 }

@@ -28,7 +28,7 @@ pub struct CreateArgs {
     /// The bundle directory to copy.
     #[arg(long)]
     pub bundle: PathBuf,
-    /// The mount point of the media, or any folder; it must be empty or hold media of an
+    /// The mount point of the media, or any folder. It must be empty or contain media of an
     /// interrupted run.
     #[arg(
         short = 'o',
@@ -146,6 +146,10 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
             }
             MediaError::SplitTooLarge { .. } => "pass --split-size 4095MiB or less",
             MediaError::ImageSize { .. } => "pass --size with at least 40MiB, for example 16GiB",
+            MediaError::ImageWrite { .. } => {
+                "when the image is full, pass a larger --size and run again: the files already \
+                 written are kept"
+            }
             _ => "see the cause above",
         };
         let usage = matches!(

@@ -123,8 +123,15 @@ pub enum MediaError {
     },
     #[error("the packed bundle on the media did not verify")]
     PackedBundle { source: VerifyError },
+    #[error("cannot write the disk image {path} of {size} bytes for {content} bytes of files")]
+    ImageWrite {
+        path: PathBuf,
+        size: u64,
+        content: u64,
+        source: io::Error,
+    },
     #[error("the disk image {path} did not verify")]
-    Image {
+    ImageVerify {
         path: PathBuf,
         source: Box<MediaVerifyError>,
     },
@@ -163,20 +170,30 @@ pub fn create(options: &MediaOptions<'_>, ui: &Ui) -> Result<MediaSummary, Media
             // verifies.
             let staging = with_suffix(path, ".files");
             fs::create_dir_all(&staging).map_err(write_error(&staging))?;
+            reopen_finished(&staging).map_err(write_error(&staging))?;
             let summary = create_in_folder(options, &staging, bundle_digest, &policy, ui)?;
 
             ui.header("Write the disk image");
-            let total = summary.files.iter().map(|(_, size, _)| size).sum();
+            let total: u64 = summary.files.iter().map(|(_, size, _)| size).sum();
             let item = ui.item(&path.display().to_string(), Some(total));
             item.set_state("writing");
             let temporary = with_suffix(path, ".partial");
-            image::write(&staging, &temporary, size, &item).map_err(write_error(&temporary))?;
+            if let Err(error) = image::write(&staging, &temporary, size, &item) {
+                item.fail(&error.to_string());
+                let _ = fs::remove_file(&temporary);
+                return Err(MediaError::ImageWrite {
+                    path: path.to_path_buf(),
+                    size,
+                    content: total,
+                    source: error,
+                });
+            }
             fs::rename(&temporary, path).map_err(write_error(path))?;
             sync_parent(path).map_err(write_error(path))?;
             item.finish("written");
 
             evict(path).map_err(write_error(path))?;
-            verify::verify(path, &keys, ui).map_err(|source| MediaError::Image {
+            verify::verify(path, &keys, ui).map_err(|source| MediaError::ImageVerify {
                 path: path.to_path_buf(),
                 source: Box::new(source),
             })?;
@@ -322,6 +339,35 @@ fn create_in_folder(
         bundle: bundle_name,
         split_size,
     })
+}
+
+/// Turns finished media in the staging folder of an image back into a journal. A run that
+/// stopped while writing the image leaves such a folder, and the journal lets the next run skip
+/// each file that still matches its source.
+fn reopen_finished(staging: &Path) -> io::Result<()> {
+    let sums_path = staging.join(CHECKSUMS);
+    let text = match fs::read_to_string(&sums_path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let entries = checksums::parse(&text).unwrap_or_default();
+    let bundle_digest = entries
+        .iter()
+        .find(|entry| entry.name.ends_with(".tar.zst") || entry.name.ends_with(".tar.zst.part001"))
+        .and_then(|entry| Bundle::open(&staging.join(&entry.name)).ok())
+        .and_then(|bundle| bundle.inspect().ok())
+        .map(|inspection| inspection.digest);
+    // Without the bundle's digest the journal is started afresh and every file is written again.
+    if let Some(digest) = bundle_digest {
+        let mut journal = Journal::start(staging, digest)?;
+        journal.append(staging, &entries)?;
+    }
+    fs::remove_file(&sums_path)?;
+    match fs::remove_file(staging.join(CHECKSUMS_SIGNATURE)) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
 }
 
 /// Packs the bundle onto the media, unless the journal lists every part of this bundle and each
