@@ -432,8 +432,8 @@ fn write_bundle(
     Ok(names)
 }
 
-/// Checks that the journaled parts are all the parts of the archive and each still has its
-/// journaled digest.
+/// Checks that the journaled parts are all the parts of the archive, and that each still has its
+/// journaled digest and fits the split size.
 fn journaled_parts_complete(
     to: &Path,
     names: &[String],
@@ -444,9 +444,11 @@ fn journaled_parts_complete(
     if split != split_size.is_some() {
         return false;
     }
+    let limit = split_size.unwrap_or(u64::MAX);
     names.iter().all(|name| {
         let path = to.join(name);
-        matches!(hash_file(&path), Ok((digest, _)) if Some(digest) == journal.digest_of(name))
+        let fits = fs::metadata(&path).is_ok_and(|metadata| metadata.len() <= limit);
+        fits && matches!(hash_file(&path), Ok((digest, _)) if Some(digest) == journal.digest_of(name))
     }) && Bundle::open(&to.join(&names[0])).is_ok()
 }
 
@@ -657,7 +659,9 @@ fn install_text(
         manifest.name, manifest.version, manifest.k0s.version
     );
     text.push_str("Run every command from the folder the media is mounted at, for example:\n");
-    text.push_str("  cd /media/usb\n\n");
+    text.push_str("  cd /media/usb\n");
+    text.push_str("If the media is mounted noexec, copy the whole folder to a local disk and\n");
+    text.push_str("run the commands from the copy.\n\n");
     text.push_str("1. Check every file on the media:\n");
     text.push_str(&format!("  ./airlock media verify .{key}\n"));
     text.push_str(&format!("  (without airlock: sha256sum -c {CHECKSUMS})\n"));
