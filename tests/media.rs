@@ -577,17 +577,8 @@ fn folder_with_foreign_file_is_rejected() {
     );
 }
 
-#[test]
-fn apply_from_media_finds_bundle_and_cluster_file() {
-    let Some(lab) = Lab::start_with(
-        "apply_from_media_finds_bundle_and_cluster_file",
-        1,
-        &["--roles", "single"],
-    ) else {
-        return;
-    };
-    let bundle = SignedBundle::build("bundles/lab.yaml");
-    let cluster = cluster_file(&lab, &bundle, "");
+/// Writes media for `bundle` with `cluster` into a new folder.
+fn media_for(bundle: &SignedBundle, cluster: &Path) -> tempfile::TempDir {
     let media = tempfile::tempdir().unwrap();
     let create = airlock()
         .args(["media", "create", "--bundle"])
@@ -595,38 +586,75 @@ fn apply_from_media_finds_bundle_and_cluster_file() {
         .arg("-o")
         .arg(media.path())
         .arg("-c")
-        .arg(&cluster)
+        .arg(cluster)
         .arg("--key")
         .arg(&bundle.public_key)
         .output()
         .unwrap();
     assert!(create.status.success(), "{}", describe(&create));
+    media
+}
 
-    // Run from an empty folder, so that nothing is found in the working directory.
+/// Runs `command` of the airlock binary on `media` without --bundle or -c, from an empty
+/// folder so that nothing is found in the working directory.
+fn run_from_media(lab: &Lab, media: &Path, command: &str, extra: &[&str]) -> std::process::Output {
     let elsewhere = tempfile::tempdir().unwrap();
-    let apply = Command::new(media.path().join("airlock"))
-        .arg("apply")
+    Command::new(media.join("airlock"))
+        .arg(command)
         .arg("--known-hosts")
         .arg(lab.known_hosts())
         .arg("--out")
         .arg(lab.dir.join("out"))
         .args(["--ready-timeout", "60s", "--connect-timeout", "3s"])
+        .args(extra)
         .current_dir(elsewhere.path())
         .output()
-        .unwrap();
-    assert!(apply.status.success(), "{}", describe(&apply));
-    let text = stderr(&apply);
+        .unwrap()
+}
+
+fn assert_picked(output: &std::process::Output, media: &Path, bundle: &str) {
+    let text = stderr(output);
     let picked_bundle = format!(
         "using the bundle {} beside the airlock binary",
-        media.path().join("lab-1.tar.zst").display()
+        media.join(bundle).display()
     );
     assert!(text.contains(&picked_bundle), "{text}");
     let picked_cluster = format!(
         "using the cluster file {} beside the airlock binary",
-        media.path().join("k0sctl.yaml").display()
+        media.join("k0sctl.yaml").display()
     );
     assert!(text.contains(&picked_cluster), "{text}");
+}
+
+#[test]
+fn apply_and_upgrade_run_from_media() {
+    let Some(lab) = Lab::start_with(
+        "apply_and_upgrade_run_from_media",
+        1,
+        &["--roles", "single"],
+    ) else {
+        return;
+    };
+    let mut bundles = SignedBundle::build_all(&["bundles/lab.yaml", "bundles/lab-next.yaml"]);
+    let next = bundles.pop().unwrap();
+    let first = bundles.pop().unwrap();
+    let cluster = cluster_file(&lab, &first, "");
+
+    let media = media_for(&first, &cluster);
+    let apply = run_from_media(&lab, media.path(), "apply", &[]);
+    assert!(apply.status.success(), "{}", describe(&apply));
+    assert_picked(&apply, media.path(), "lab-1.tar.zst");
     assert_eq!(ready_nodes(&lab, "lab-1"), vec!["lab-1".to_string()]);
+
+    let next_media = media_for(&next, &cluster);
+    let upgrade = run_from_media(&lab, next_media.path(), "upgrade", &["--dry-run"]);
+    assert!(upgrade.status.success(), "{}", describe(&upgrade));
+    assert_picked(&upgrade, next_media.path(), "lab-2.tar.zst");
+    assert!(
+        stderr(&upgrade).contains("k0s v1.35.3+k0s.0 -> v1.36.3+k0s.0"),
+        "{}",
+        stderr(&upgrade)
+    );
 }
 
 #[test]
