@@ -312,6 +312,17 @@ fn disk_image_passes_fsck_and_mtools() {
         "{}",
         stderr(&verify)
     );
+    assert!(
+        stderr(&verify).contains("bundle lab-1.tar.zst.part001 verified"),
+        "{}",
+        stderr(&verify)
+    );
+    let scratch: Vec<_> = fs::read_dir(fixture.workspace.path(""))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".airlock-verify-"))
+        .collect();
+    assert!(scratch.is_empty(), "scratch folders left: {scratch:?}");
 }
 
 /// A change made to a copy of the media.

@@ -198,8 +198,9 @@ async fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
                 .help("pass the mount point of the media or a .img file"),
         );
     }
-    let report =
-        tokio::task::block_in_place(|| media::verify(&args.media, &keys, ui)).map_err(|error| {
+    let options = media::VerifyOptions { image_bundle: true };
+    let report = tokio::task::block_in_place(|| media::verify(&args.media, &keys, options, ui))
+        .map_err(|error| {
             let help = match &error {
                 MediaVerifyError::Corrupt { .. } | MediaVerifyError::Missing { .. } => {
                     "the media is damaged: write it again with `airlock media create`"

@@ -32,7 +32,7 @@ use crate::digest::{Digest, hash_file};
 use crate::ui::Ui;
 
 pub use layout::{BesideBinary, find_beside_binary};
-pub use verify::{MediaReport, MediaVerifyError, verify};
+pub use verify::{MediaReport, MediaVerifyError, VerifyOptions, verify};
 
 /// The checksum file on the media, in `sha256sum -c` format.
 pub const CHECKSUMS: &str = "SHA256SUMS";
@@ -193,7 +193,10 @@ pub fn create(options: &MediaOptions<'_>, ui: &Ui) -> Result<MediaSummary, Media
             item.finish("written");
 
             evict(path).map_err(write_error(path))?;
-            verify::verify(path, &keys, ui).map_err(|source| MediaError::ImageVerify {
+            let options = VerifyOptions {
+                image_bundle: false,
+            };
+            verify::verify(path, &keys, options, ui).map_err(|source| MediaError::ImageVerify {
                 path: path.to_path_buf(),
                 source: Box::new(source),
             })?;

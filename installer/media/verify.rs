@@ -53,6 +53,8 @@ pub enum MediaVerifyError {
     Read { name: String, source: io::Error },
     #[error("{CHECKSUMS} lists no bundle (no *.tar.zst or *.tar.zst.part001)")]
     NoBundle,
+    #[error("cannot copy the bundle out of the image into a temporary folder in {dir}: {source}")]
+    Scratch { dir: PathBuf, source: io::Error },
     #[error("the bundle {name} did not verify")]
     Bundle { name: String, source: VerifyError },
 }
@@ -69,7 +71,7 @@ pub struct MediaReport {
     pub keys_from_media: bool,
     /// The bundle's first file on the media.
     pub bundle: String,
-    /// The bundle's own digests were checked too, which is done for folders only.
+    /// The bundle's own digests were checked too.
     pub bundle_checked: bool,
 }
 
@@ -119,9 +121,23 @@ fn list_folder(dir: &Path) -> io::Result<Vec<(String, u64)>> {
     Ok(files)
 }
 
+/// The choices of a verification.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyOptions {
+    /// Also check the bundle in a disk image against its own digests, which copies its parts
+    /// out of the image. `media create` skips this because it verified the bundle before
+    /// writing the image.
+    pub image_bundle: bool,
+}
+
 /// Verifies a media folder or a `.img` disk image. `keys` are the trusted keys for the
 /// signature of `SHA256SUMS`; without any, the `*.pub` keys in the media root are used.
-pub fn verify(path: &Path, keys: &[PublicKey], ui: &Ui) -> Result<MediaReport, MediaVerifyError> {
+pub fn verify(
+    path: &Path,
+    keys: &[PublicKey],
+    options: VerifyOptions,
+    ui: &Ui,
+) -> Result<MediaReport, MediaVerifyError> {
     let open_error = |source| MediaVerifyError::Open {
         media: path.to_path_buf(),
         source,
@@ -224,21 +240,38 @@ pub fn verify(path: &Path, keys: &[PublicKey], ui: &Ui) -> Result<MediaReport, M
         .find(|name| name.ends_with(".tar.zst") || name.ends_with(".tar.zst.part001"))
         .ok_or(MediaVerifyError::NoBundle)?
         .clone();
-    // NOTE: an image's bundle is checked through SHA256SUMS only: its parts would have to be
-    // copied out of the FAT file system to be opened as a bundle.
-    let bundle_checked = match &media {
-        Media::Folder(dir) => {
-            ui.header("Verify the bundle's own digests");
-            let policy = TrustPolicy::new(trusted.clone(), trusted.is_empty());
-            Bundle::open(&dir.join(&bundle))
-                .and_then(|opened| opened.verify(&policy, ui))
-                .map_err(|source| MediaVerifyError::Bundle {
-                    name: bundle.clone(),
-                    source,
-                })?;
+    let bundle_checked = match (&media, options.image_bundle) {
+        (Media::Folder(dir), _) => {
+            check_bundle(&dir.join(&bundle), &bundle, &trusted, ui)?;
             true
         }
-        Media::Image(_) => false,
+        (Media::Image(_), true) => {
+            // The bundle reader opens part files by path, so the parts are copied out of the
+            // image into a temporary folder beside it, which needs the bundle's size on that disk.
+            let parts: Vec<&str> = entries
+                .iter()
+                .map(|entry| entry.name.as_str())
+                .filter(|name| name.starts_with(bundle.trim_end_matches(".part001")))
+                .collect();
+            let beside = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+            let scratch_dir = beside.unwrap_or(Path::new("."));
+            let scratch_error = |source| MediaVerifyError::Scratch {
+                dir: scratch_dir.to_path_buf(),
+                source,
+            };
+            let scratch = tempfile::Builder::new()
+                .prefix(".airlock-verify-")
+                .tempdir_in(scratch_dir)
+                .map_err(scratch_error)?;
+            for name in parts {
+                let mut reader = media.open(name).map_err(read_error(name))?;
+                let mut file = File::create(scratch.path().join(name)).map_err(scratch_error)?;
+                io::copy(&mut reader, &mut file).map_err(scratch_error)?;
+            }
+            check_bundle(&scratch.path().join(&bundle), &bundle, &trusted, ui)?;
+            true
+        }
+        (Media::Image(_), false) => false,
     };
     Ok(MediaReport {
         files: entries.len(),
@@ -248,6 +281,24 @@ pub fn verify(path: &Path, keys: &[PublicKey], ui: &Ui) -> Result<MediaReport, M
         bundle,
         bundle_checked,
     })
+}
+
+/// Verifies the bundle's signature and every digest in its manifest.
+fn check_bundle(
+    first_part: &Path,
+    name: &str,
+    trusted: &[PublicKey],
+    ui: &Ui,
+) -> Result<(), MediaVerifyError> {
+    ui.header("Verify the bundle's own digests");
+    let policy = TrustPolicy::new(trusted.to_vec(), trusted.is_empty());
+    Bundle::open(first_part)
+        .and_then(|opened| opened.verify(&policy, ui))
+        .map_err(|source| MediaVerifyError::Bundle {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(())
 }
 
 /// Checks whether a file is one that operating systems create on removable media by themselves.
