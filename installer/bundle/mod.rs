@@ -36,6 +36,7 @@ pub use keys::{KeyError, KeyId, PublicKey, SecretKey, SignatureError, Signer, Tr
 pub use layout::EntryProblem;
 pub use manifest::{Artifact, ArtifactKind, BundleManifest, HostSelector, InstallTarget, Platform};
 pub use oci_archive::{OciArchiveError, OciArchiveSummary};
+pub(crate) use sign::temporary_file_beside;
 pub use sign::{SignError, sign};
 pub use verified::{BlobReader, Image, ReadError, VerifiedBundle};
 pub use verify::{Bundle, BundleInspection, VerifyError};

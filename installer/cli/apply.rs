@@ -19,9 +19,10 @@ use crate::ui::{Ui, format_duration};
 pub struct ApplyArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// The bundle: a directory, a .tar.zst, or the first part of a split bundle.
+    /// The bundle: a directory, a .tar.zst, or the first part of a split bundle. Without it,
+    /// the only bundle beside the airlock binary is used, as on media from `airlock media create`.
     #[arg(long)]
-    pub bundle: PathBuf,
+    pub bundle: Option<PathBuf>,
     /// Connect and gather facts, then print what would change on each host without changing it.
     #[arg(long)]
     pub dry_run: bool,
@@ -56,20 +57,43 @@ pub struct ApplyArgs {
 /// The cluster files; shared by every command that works on a cluster.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        default_value = "k0sctl.yaml"
-    )]
+    /// A cluster file in k0sctl's format; repeat to combine several files, `-` reads stdin
+    /// [default: k0sctl.yaml].
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub configs: Vec<PathBuf>,
 }
+
+/// The cluster file read when no `-c` is given.
+const DEFAULT_CLUSTER_FILE: &str = "k0sctl.yaml";
 
 impl ClusterArgs {
     /// Loads and validates the cluster files, reporting problems as usage errors.
     pub fn load(&self) -> Result<Cluster, CliError> {
-        Cluster::load(&self.configs).map_err(load_error)
+        Cluster::load(&self.paths()).map_err(load_error)
+    }
+
+    /// Returns the cluster files given with `-c`, or `k0sctl.yaml`.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self.configs.is_empty() {
+            true => vec![PathBuf::from(DEFAULT_CLUSTER_FILE)],
+            false => self.configs.clone(),
+        }
+    }
+
+    /// Loads the cluster files like [`ClusterArgs::load`], but without `-c` it takes the
+    /// `k0sctl.yaml` beside the airlock binary first, as on media from `airlock media create`,
+    /// and prints which one it picked. The chosen file is stored in `configs`.
+    pub fn load_or_beside_binary(&mut self, ui: &Ui) -> Result<Cluster, CliError> {
+        if self.configs.is_empty()
+            && let Some(path) = crate::media::find_beside_binary().and_then(|found| found.cluster)
+        {
+            ui.println(&format!(
+                "using the cluster file {} beside the airlock binary",
+                path.display()
+            ));
+            self.configs = vec![path];
+        }
+        self.load()
     }
 }
 
@@ -145,10 +169,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
-    let cluster = args.cluster.load()?;
+pub async fn run(mut args: ApplyArgs, ui: &Ui) -> CliResult {
+    let cluster = args.cluster.load_or_beside_binary(ui)?;
     let trust = trust_policy(&cluster, &args.keys, args.allow_unsigned)?;
-    let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
+    let bundle_path = super::media::bundle_or_beside_binary(args.bundle.as_deref(), ui)?;
+    let bundle = Bundle::open(&bundle_path).map_err(super::bundle::verify_error)?;
     // The key is loaded first, so that a wrong password fails before any host is touched.
     let blueprint_key = args
         .sign_blueprint
@@ -189,7 +214,7 @@ pub async fn run(args: ApplyArgs, ui: &Ui) -> CliResult {
         ));
         let mut next: Vec<String> = args
             .cluster
-            .configs
+            .paths()
             .iter()
             .map(|c| format!("-c {}", c.display()))
             .collect();

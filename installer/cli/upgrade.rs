@@ -18,9 +18,11 @@ use crate::ui::{Ui, format_duration};
 pub struct UpgradeArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// The newer bundle: a directory, a .tar.zst, or the first part of a split bundle.
+    /// The newer bundle: a directory, a .tar.zst, or the first part of a split bundle. Without
+    /// it, the only bundle beside the airlock binary is used, as on media from `airlock media
+    /// create`.
     #[arg(long)]
-    pub bundle: PathBuf,
+    pub bundle: Option<PathBuf>,
     /// Print the upgrade plan and stop before changing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -52,13 +54,14 @@ pub struct UpgradeArgs {
     pub sign_blueprint: Option<PathBuf>,
 }
 
-pub async fn run(args: UpgradeArgs, ui: &Ui) -> CliResult {
-    let cluster = args.cluster.load()?;
+pub async fn run(mut args: UpgradeArgs, ui: &Ui) -> CliResult {
+    let cluster = args.cluster.load_or_beside_binary(ui)?;
     // An upgrade never accepts an unsigned bundle: the file's allowUnsigned is for first installs
     // in test sites, and an upgrade replaces what a signed bundle installed.
     let mut trust = trust_policy(&cluster, &args.keys, false)?;
     trust.allow_unsigned = false;
-    let bundle = Bundle::open(&args.bundle).map_err(super::bundle::verify_error)?;
+    let bundle_path = super::media::bundle_or_beside_binary(args.bundle.as_deref(), ui)?;
+    let bundle = Bundle::open(&bundle_path).map_err(super::bundle::verify_error)?;
     let blueprint_key = args
         .sign_blueprint
         .as_deref()
