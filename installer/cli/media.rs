@@ -106,6 +106,20 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
     let keys = load_keys(&args.keys)?;
     // The key is loaded first, so that a wrong password fails before minutes of copying.
     let sign = args.sign.as_deref().map(load_secret_key).transpose()?;
+    if !args.bundle.is_dir() {
+        let fix = match args.bundle.exists() {
+            true => format!(
+                "media create packs a bundle directory; unpack this archive first with `airlock bundle unpack {} -o DIR`",
+                args.bundle.display()
+            ),
+            false => "pass the directory that `airlock bundle build` wrote".to_string(),
+        };
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--bundle {} is not a bundle directory",
+            args.bundle.display()
+        ))
+        .help(fix));
+    }
     if let Some(cluster) = &args.cluster
         && !cluster.is_file()
     {
