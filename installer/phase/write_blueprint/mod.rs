@@ -110,6 +110,16 @@ pub async fn write(run: &Run) -> Result<(), PhaseError> {
         head.lines,
         log_path.display()
     ));
+    for control in blueprint
+        .compliance
+        .iter()
+        .filter(|control| control.result == compliance::Outcome::Fail)
+    {
+        run.ui.println(&format!(
+            "  {} fails: {} ({})",
+            control.id, control.control, control.evidence
+        ));
+    }
     if let Some(key) = &run.settings.blueprint_key {
         run.ui.println(&format!(
             "signed {} and {} with key {}",
