@@ -20,7 +20,7 @@ use crate::blueprint::live::{self, HostObservation, LiveCluster};
 use crate::blueprint::{self, Blueprint};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::phase::K0sPaths;
-use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
+use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, UserSshConfig};
 use crate::ui::Ui;
 
 #[derive(Debug, Args)]
@@ -58,6 +58,8 @@ pub async fn connect_hosts(
         KnownHosts::load(&connection.known_hosts_path()).map_err(CliError::failure)?;
     let policy = HostKeyPolicy::new(known_hosts, connection.accept_new_host_keys);
     let options = connection.connect_options();
+    let ssh_config = UserSshConfig::load_default().map_err(CliError::usage)?;
+    let ssh_config = &ssh_config;
     let specs: Vec<HostSpec> = cluster
         .hosts
         .iter()
@@ -69,16 +71,13 @@ pub async fn connect_hosts(
             let policy = policy.clone();
             let options = &options;
             async move {
-                let target = SshTarget {
-                    address: spec.ssh.address.to_string(),
-                    port: spec.ssh.port,
-                    user: spec.ssh.user.clone(),
-                    key_path: spec.ssh.key_path.clone(),
+                let host = match ssh_config.target(&spec.ssh) {
+                    Ok(target) => Session::connect(&target, &policy, options)
+                        .await
+                        .map(|session| Arc::new(Host::new(session, target.user != "root")))
+                        .map_err(|error| format!("{error:#}")),
+                    Err(error) => Err(error.to_string()),
                 };
-                let host = Session::connect(&target, &policy, options)
-                    .await
-                    .map(|session| Arc::new(Host::new(session, target.user != "root")))
-                    .map_err(|error| format!("{error:#}"));
                 Connected { spec, host }
             }
         })

@@ -25,9 +25,29 @@ pub struct SshTarget {
     pub address: String,
     pub port: u16,
     pub user: String,
-    /// The private key file; `None` tries the SSH agent, then `~/.ssh/id_ed25519`, `id_ecdsa`
-    /// and `id_rsa`.
+    /// The private key file; `None` tries the SSH agent, then `identity_files`, then
+    /// `~/.ssh/id_ed25519`, `id_ecdsa` and `id_rsa`.
     pub key_path: Option<PathBuf>,
+    /// The keys `~/.ssh/config` names for this host (IdentityFile), tried when `key_path` is
+    /// `None`.
+    pub identity_files: Vec<PathBuf>,
+    /// The jump host (a bastion or ProxyJump) whose connection carries this one.
+    pub jump: Option<Box<SshTarget>>,
+}
+
+impl SshTarget {
+    /// Builds a direct connection with the agent and default keys, as the user's `ssh` would
+    /// without a configuration file.
+    pub fn direct(address: &str, port: u16, user: &str, key_path: Option<PathBuf>) -> SshTarget {
+        SshTarget {
+            address: address.to_string(),
+            port,
+            user: user.to_string(),
+            key_path,
+            identity_files: Vec::new(),
+            jump: None,
+        }
+    }
 }
 
 impl SshTarget {
@@ -148,6 +168,18 @@ pub enum ConnectError {
     },
     #[error("cannot load the SSH key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
+    #[error("cannot reach {host} through the jump host {jump}: {source}")]
+    Jump {
+        host: String,
+        jump: String,
+        source: Box<ConnectError>,
+    },
+    #[error("jump host {jump} did not open a connection to {host}: {reason}")]
+    JumpChannel {
+        host: String,
+        jump: String,
+        reason: String,
+    },
     #[error("SSH error with {host}: {source}")]
     Protocol { host: String, source: russh::Error },
 }
@@ -155,10 +187,19 @@ pub enum ConnectError {
 impl ConnectError {
     /// Returns whether another attempt could succeed.
     fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Unreachable { .. } | ConnectError::HandshakeTimeout { .. }
-        )
+        match self {
+            ConnectError::Unreachable { .. } | ConnectError::HandshakeTimeout { .. } => true,
+            // The jump host's own connect has already retried.
+            _ => false,
+        }
+    }
+
+    /// Returns the error behind any jump hosts, for choosing a hint.
+    pub fn root_cause(&self) -> &ConnectError {
+        match self {
+            ConnectError::Jump { source, .. } => source.root_cause(),
+            other => other,
+        }
     }
 }
 
@@ -236,6 +277,8 @@ pub struct Session {
     label: String,
     handle: Handle<Client>,
     command_timeout: Duration,
+    /// The jump host's session, which carries this one's bytes and must outlive it.
+    jump: Option<Box<Session>>,
 }
 
 impl Session {
@@ -275,6 +318,21 @@ impl Session {
         options: &ConnectOptions,
     ) -> Result<Session, ConnectError> {
         let label = target.label();
+        let jump = match &target.jump {
+            Some(jump_target) => {
+                // The jump host gets its own retries and host key check; boxed because the
+                // future contains itself.
+                let jump = Box::pin(Session::connect(jump_target, policy, options))
+                    .await
+                    .map_err(|source| ConnectError::Jump {
+                        host: label.clone(),
+                        jump: jump_target.label(),
+                        source: Box::new(source),
+                    })?;
+                Some(Box::new(jump))
+            }
+            None => None,
+        };
         let config = Arc::new(client::Config {
             // A host that stops responding mid-command is detected within about 45 seconds.
             keepalive_interval: Some(Duration::from_secs(15)),
@@ -289,8 +347,31 @@ impl Session {
             policy: policy.clone(),
             verdict: verdict.clone(),
         };
-        let address = (target.address.as_str(), target.port);
-        let connecting = client::connect(config, address, handler);
+        let connecting = async {
+            match &jump {
+                // The jump host opens the TCP connection (`direct-tcpip`, as `ssh -J` does) and
+                // resolves the name, and the SSH handshake with the target runs inside it.
+                Some(jump) => {
+                    let channel = jump
+                        .handle
+                        .channel_open_direct_tcpip(
+                            target.address.as_str(),
+                            u32::from(target.port),
+                            "127.0.0.1",
+                            0,
+                        )
+                        .await
+                        .map_err(|error| Err(error.to_string()))?;
+                    client::connect_stream(config, channel.into_stream(), handler)
+                        .await
+                        .map_err(Ok)
+                }
+                None => {
+                    let address = (target.address.as_str(), target.port);
+                    client::connect(config, address, handler).await.map_err(Ok)
+                }
+            }
+        };
         let mut handle = match tokio::time::timeout(options.timeout, connecting).await {
             Err(_) => {
                 return Err(ConnectError::HandshakeTimeout {
@@ -299,7 +380,14 @@ impl Session {
                 });
             }
             Ok(Ok(handle)) => handle,
-            Ok(Err(error)) => {
+            Ok(Err(Err(reason))) => {
+                return Err(ConnectError::JumpChannel {
+                    host: label,
+                    jump: jump.map(|jump| jump.label).unwrap_or_default(),
+                    reason,
+                });
+            }
+            Ok(Err(Ok(error))) => {
                 let recorded = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
                 return Err(match recorded {
                     Some(rejection) => rejection.into_error(label, policy.known_hosts_path()),
@@ -313,6 +401,7 @@ impl Session {
             label,
             handle,
             command_timeout: options.command_timeout,
+            jump,
         })
     }
 
@@ -439,12 +528,15 @@ impl Session {
         Ok(output)
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely, then the jump host's.
     pub async fn close(self) {
         let _ = self
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
+        if let Some(jump) = self.jump {
+            Box::pin(jump.close()).await;
+        }
     }
 }
 
@@ -623,17 +715,31 @@ async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget) -> Result
         }
     }
 
-    if let Some(home) = std::env::home_dir() {
-        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-            let path = home.join(".ssh").join(name);
-            if !path.exists() {
+    let default_files = std::env::home_dir()
+        .map(|home| {
+            ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|name| home.join(".ssh").join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for path in target.identity_files.iter().chain(&default_files) {
+        if !path.exists() {
+            continue;
+        }
+        tried.push(path.display().to_string());
+        // A key named in ~/.ssh/config that cannot be loaded is an error the user must see;
+        // a default key file that cannot be loaded is skipped, as OpenSSH does.
+        let key = match load_key(path) {
+            Ok(key) => key,
+            Err(error) if target.identity_files.contains(path) => return Err(error),
+            Err(error) => {
+                tracing::debug!(path = %path.display(), %error, "skipping a default key file");
                 continue;
             }
-            tried.push(path.display().to_string());
-            let Ok(key) = load_key(&path) else { continue };
-            if try_key(handle, &target.user, key, rsa_hash, &host).await? {
-                return Ok(());
-            }
+        };
+        if try_key(handle, &target.user, key, rsa_hash, &host).await? {
+            return Ok(());
         }
     }
     let tried = if tried.is_empty() {
@@ -649,15 +755,22 @@ async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget) -> Result
 }
 
 fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, ConnectError> {
-    russh::keys::load_secret_key(path, None).map_err(|error| ConnectError::Key {
+    let key_error = |reason: String| ConnectError::Key {
         path: path.to_path_buf(),
-        reason: match error {
-            russh::keys::Error::KeyIsEncrypted => {
-                "the key is protected by a passphrase; add it to an SSH agent (ssh-add) and leave keyPath unset".to_string()
-            }
-            other => other.to_string(),
-        },
-    })
+        reason,
+    };
+    match russh::keys::load_secret_key(path, None) {
+        Ok(key) => Ok(key),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            let (passphrase, origin) = super::passphrase::for_key(path).map_err(key_error)?;
+            russh::keys::load_secret_key(path, Some(&passphrase)).map_err(|error| {
+                key_error(format!(
+                    "the passphrase from {origin} does not decrypt it ({error})"
+                ))
+            })
+        }
+        Err(other) => Err(key_error(other.to_string())),
+    }
 }
 
 async fn try_key(
