@@ -307,12 +307,14 @@ async fn install_and_start(
             .run(&format!("{} stop", quote(&spec.k0s_install_path)))
             .await;
     }
+    super::hooks::run_host_hooks(host, spec, "install", "before").await?;
     tracing::debug!(host = %host.label(), %command, "installing k0s");
     host.run(&command).await?;
     k0s_ops::start(host, paths, timeout).await?;
     if spec.role.is_controller() {
         k0s_ops::wait_api_ready(host, paths, timeout).await?;
     }
+    super::hooks::run_host_hooks(host, spec, "install", "after").await?;
     Ok(())
 }
 
