@@ -117,6 +117,20 @@ fn files_and_hooks_reach_the_host() {
         describe(&hooks)
     );
 
+    let audit = lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/audit.log");
+    let audit = stdout(&audit);
+    for action in [
+        "run connect.after hook",
+        "run install.before hook",
+        "run install.after hook",
+        "at /etc/airlock-tool/bin/tool.sh\"",
+    ] {
+        assert!(
+            audit.contains(action),
+            "{action} missing from the audit log:\n{audit}"
+        );
+    }
+
     // The blueprint lists the uploaded file with its digest, like every artifact.
     let blueprint = lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/blueprint.yaml");
     let text = stdout(&blueprint);

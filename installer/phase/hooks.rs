@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::context::Run;
 use super::{HostFailure, Phase, PhaseError, for_each_host};
-use crate::config::Host as HostSpec;
+use crate::config::{Hooks, Host as HostSpec};
 use crate::remote::Host;
 
 /// A hook command that failed, named as k0sctl names it.
@@ -48,6 +48,40 @@ pub async fn run_host_hooks(
         tracing::info!(host = %host.label(), action, stage, command, "ran hook");
     }
     Ok(commands.to_vec())
+}
+
+/// Prints the `install` hooks a dry run would run around one host's install.
+pub fn describe_install_hooks(run: &Run, node: &super::Node) {
+    for stage in Hooks::STAGES {
+        for command in node.spec.hooks.commands("install", stage) {
+            run.ui.println(&format!(
+                "{}: would run install.{stage} hook {command:?}",
+                node.label()
+            ));
+        }
+    }
+}
+
+/// Records in the audit log the `install` hooks that ran around a successful install of node
+/// `index`. A successful install ran every one of them, because `install_and_start` stops at a
+/// failing hook.
+pub fn record_install_hooks(run: &mut Run, index: usize, phase: &'static str) {
+    let label = run.nodes[index].label();
+    for stage in Hooks::STAGES {
+        for command in run.nodes[index]
+            .spec
+            .hooks
+            .commands("install", stage)
+            .to_vec()
+        {
+            run.record(
+                phase,
+                &label,
+                format!("run install.{stage} hook {command:?}"),
+                None,
+            );
+        }
+    }
 }
 
 /// Phase "Run hooks": the `action`/`stage` hooks of every host that has them.

@@ -65,6 +65,7 @@ impl Phase<Run> for InitializeCluster {
             "install and start the first controller",
             None,
         );
+        super::hooks::record_install_hooks(run, index, self.title());
         Ok(())
     }
 
@@ -79,6 +80,7 @@ impl Phase<Run> for InitializeCluster {
             "{}: would run `{command}`, start k0s and wait for the API server",
             node.label()
         ));
+        super::hooks::describe_install_hooks(run, node);
         Ok(())
     }
 
@@ -143,6 +145,7 @@ impl Phase<Run> for JoinControllers {
             run.nodes[index].became_ready = true;
             run.ui.println(&format!("{label}: joined as {}", spec.role));
             run.record(self.title(), &label, format!("join as {}", spec.role), None);
+            super::hooks::record_install_hooks(run, index, self.title());
         }
         Ok(())
     }
@@ -270,6 +273,7 @@ impl Phase<Run> for JoinWorkers {
             if newly {
                 let label = run.nodes[index].label();
                 run.record(self.title(), &label, "join as worker", None);
+                super::hooks::record_install_hooks(run, index, self.title());
             }
         }
         Ok(())
@@ -381,6 +385,7 @@ fn describe_join(run: &Run, index: usize) -> Result<(), PhaseError> {
         node.label(),
         run.leader().label()
     ));
+    super::hooks::describe_install_hooks(run, node);
     Ok(())
 }
 
