@@ -1,10 +1,10 @@
 //! How airlock reaches hosts, run as a user runs it: a bastion from the cluster file, ProxyJump
 //! and the other Host settings from `~/.ssh/config`, and encrypted keys.
 //!
-//! The target is named `lab-2`, a name that only the lab hosts' own /etc/hosts resolves. A
-//! connection to it can therefore only succeed when the jump host opens it. Each run stops at
-//! `airlock kubeconfig`'s first remote command: the lab has no k0s, so "k0s: not found" from the
-//! host shows that airlock connected and authenticated.
+//! The CLI tests name the target `lab-2`, a name that only the lab hosts' own /etc/hosts
+//! resolves. A connection to it can therefore only succeed when the jump host opens it. Each
+//! of them stops at `airlock kubeconfig`'s first remote command: the lab has no k0s, so
+//! "k0s: not found" from the host shows that airlock connected and authenticated.
 
 mod common;
 
@@ -12,6 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
+use airlock::remote::{ConnectOptions, HostKeyPolicy, JumpHosts, KnownHosts, Session, SshTarget};
 use common::apply::airlock;
 use common::{Lab, describe};
 
@@ -200,4 +201,43 @@ spec:
         "{}",
         describe(&output)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_share_one_bastion_login() {
+    let Some(lab) = Lab::start("targets_share_one_bastion_login", 3) else {
+        return;
+    };
+    let bastion_log = lab.dir.join("hosts/lab-1/sshd.log");
+    let logins = || {
+        fs::read_to_string(&bastion_log)
+            .unwrap()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let before = logins();
+    let key = Some(lab.key_path());
+    let bastion = &lab.host("lab-1").address;
+    let policy = HostKeyPolicy::new(KnownHosts::load(&lab.known_hosts()).unwrap(), false);
+    let jumps = JumpHosts::new();
+    let mut sessions = Vec::new();
+    for name in ["lab-2", "lab-3"] {
+        let host = lab.host(name);
+        // By address, because the lab's known_hosts lists the hosts by address.
+        let mut target = SshTarget::direct(&host.address, host.port, &host.user, key.clone());
+        target.jump = Some(Box::new(SshTarget::direct(
+            bastion,
+            22,
+            "root",
+            key.clone(),
+        )));
+        let session =
+            Session::connect_through(&target, &policy, &ConnectOptions::default(), &jumps)
+                .await
+                .unwrap_or_else(|error| panic!("connect to {name}: {error}"));
+        let output = session.exec("hostname").await.unwrap();
+        assert_eq!(output.stdout_text().trim(), name);
+        sessions.push(session);
+    }
+    assert_eq!(logins() - before, 1, "the bastion saw more than one login");
 }

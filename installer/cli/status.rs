@@ -20,7 +20,7 @@ use crate::blueprint::live::{self, HostObservation, LiveCluster};
 use crate::blueprint::{self, Blueprint};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::phase::K0sPaths;
-use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, UserSshConfig};
+use crate::remote::{Host, HostKeyPolicy, JumpHosts, KnownHosts, Session, UserSshConfig};
 use crate::ui::Ui;
 
 #[derive(Debug, Args)]
@@ -60,6 +60,7 @@ pub async fn connect_hosts(
     let options = connection.connect_options();
     let ssh_config = UserSshConfig::load_default().map_err(CliError::usage)?;
     let ssh_config = &ssh_config;
+    let jumps = &JumpHosts::new();
     let specs: Vec<HostSpec> = cluster
         .hosts
         .iter()
@@ -72,7 +73,7 @@ pub async fn connect_hosts(
             let options = &options;
             async move {
                 let host = match ssh_config.target(&spec.ssh) {
-                    Ok(target) => Session::connect(&target, &policy, options)
+                    Ok(target) => Session::connect_through(&target, &policy, options, jumps)
                         .await
                         .map(|session| Arc::new(Host::new(session, target.user != "root")))
                         .map_err(|error| format!("{error:#}")),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::context::Run;
 use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::remote::{
-    ConnectError, Host, HostKeyPolicy, KnownHosts, Session, SshTarget, UserSshConfig,
+    ConnectError, Host, HostKeyPolicy, JumpHosts, KnownHosts, Session, SshTarget, UserSshConfig,
 };
 
 pub struct Connect;
@@ -31,6 +31,7 @@ impl Phase<Run> for Connect {
             targets.push((index, target, node.label()));
         }
         let options = &run.settings.connect;
+        let jumps = &JumpHosts::new();
         let ui = &run.ui;
         let connected = for_each_host(
             targets,
@@ -40,7 +41,7 @@ impl Phase<Run> for Connect {
                 async move {
                     let item = ui.item(&label, None);
                     item.set_state("connecting");
-                    match Session::connect(&target, &policy, options).await {
+                    match Session::connect_through(&target, &policy, options, jumps).await {
                         Ok(session) => {
                             item.finish("connected");
                             Ok((index, Host::new(session, target.user != "root")))

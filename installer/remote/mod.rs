@@ -17,6 +17,6 @@ pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pa
 pub use lock::{HostLock, LockError, LockOwner};
 pub use passphrase::PASSPHRASE_ENV;
 pub use session::{
-    ConnectError, ConnectOptions, ExecError, HostKeyPolicy, Output, Session, SshTarget,
+    ConnectError, ConnectOptions, ExecError, HostKeyPolicy, JumpHosts, Output, Session, SshTarget,
 };
 pub use target::{SshConfigError, UserSshConfig};

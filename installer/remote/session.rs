@@ -6,6 +6,7 @@
 //! command's standard input, never in its command line, so they never reach a log, an error
 //! message or the host's process list.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -277,8 +278,50 @@ pub struct Session {
     label: String,
     handle: Handle<Client>,
     command_timeout: Duration,
-    /// The jump host's session, which carries this one's bytes and must outlive it.
-    jump: Option<Box<Session>>,
+    /// The jump host's session, which carries this one's bytes and must outlive it. It is
+    /// held, never read.
+    #[allow(dead_code)]
+    jump: Option<Arc<Session>>,
+}
+
+/// Connections to jump hosts, opened once and shared by every target behind the same one, so
+/// that many hosts behind one bastion do not meet its sshd's MaxStartups limit.
+#[derive(Clone, Default)]
+pub struct JumpHosts {
+    /// Keyed by the jump target's debug form, which includes its user, key and own jump host.
+    sessions: Arc<tokio::sync::Mutex<HashMap<String, SharedSession>>>,
+}
+
+/// A jump host's session, connected by the first target that needs it.
+type SharedSession = Arc<tokio::sync::OnceCell<Arc<Session>>>;
+
+impl JumpHosts {
+    pub fn new() -> JumpHosts {
+        JumpHosts::default()
+    }
+
+    /// Returns the session to `target`, connecting the first time. A failed connect is not
+    /// kept, so the next target behind it tries again.
+    async fn session(
+        &self,
+        target: &SshTarget,
+        policy: &HostKeyPolicy,
+        options: &ConnectOptions,
+    ) -> Result<Arc<Session>, ConnectError> {
+        let cell = {
+            let mut sessions = self.sessions.lock().await;
+            sessions.entry(format!("{target:?}")).or_default().clone()
+        };
+        let session = cell
+            .get_or_try_init(|| async {
+                // Boxed because connecting a jump host may need this function again.
+                Box::pin(Session::connect_through(target, policy, options, self))
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(session.clone())
+    }
 }
 
 impl Session {
@@ -289,10 +332,20 @@ impl Session {
         policy: &HostKeyPolicy,
         options: &ConnectOptions,
     ) -> Result<Session, ConnectError> {
+        Session::connect_through(target, policy, options, &JumpHosts::new()).await
+    }
+
+    /// Connects like [`Session::connect`], reusing the connections to jump hosts in `jumps`.
+    pub async fn connect_through(
+        target: &SshTarget,
+        policy: &HostKeyPolicy,
+        options: &ConnectOptions,
+        jumps: &JumpHosts,
+    ) -> Result<Session, ConnectError> {
         let mut delay = options.backoff;
         let mut attempt = 1;
         loop {
-            match Self::connect_once(target, policy, options).await {
+            match Self::connect_once(target, policy, options, jumps).await {
                 Ok(session) => return Ok(session),
                 Err(error) if error.is_transient() && attempt < options.attempts => {
                     tracing::debug!(host = %target.label(), attempt, %error, "connection failed, retrying in {delay:?}");
@@ -316,20 +369,21 @@ impl Session {
         target: &SshTarget,
         policy: &HostKeyPolicy,
         options: &ConnectOptions,
+        jumps: &JumpHosts,
     ) -> Result<Session, ConnectError> {
         let label = target.label();
         let jump = match &target.jump {
             Some(jump_target) => {
-                // The jump host gets its own retries and host key check; boxed because the
-                // future contains itself.
-                let jump = Box::pin(Session::connect(jump_target, policy, options))
+                // The jump host gets its own retries and host key check.
+                let jump = jumps
+                    .session(jump_target, policy, options)
                     .await
                     .map_err(|source| ConnectError::Jump {
                         host: label.clone(),
                         jump: jump_target.label(),
                         source: Box::new(source),
                     })?;
-                Some(Box::new(jump))
+                Some(jump)
             }
             None => None,
         };
@@ -383,7 +437,7 @@ impl Session {
             Ok(Err(Err(reason))) => {
                 return Err(ConnectError::JumpChannel {
                     host: label,
-                    jump: jump.map(|jump| jump.label).unwrap_or_default(),
+                    jump: jump.map(|jump| jump.label.clone()).unwrap_or_default(),
                     reason,
                 });
             }
@@ -528,15 +582,13 @@ impl Session {
         Ok(output)
     }
 
-    /// Closes the connection politely, then the jump host's.
+    /// Closes the connection politely. A jump host's connection closes when the last session
+    /// through it and its [`JumpHosts`] are dropped.
     pub async fn close(self) {
         let _ = self
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
-        if let Some(jump) = self.jump {
-            Box::pin(jump.close()).await;
-        }
     }
 }
 
@@ -728,8 +780,8 @@ async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget) -> Result
             continue;
         }
         tried.push(path.display().to_string());
-        // A key named in ~/.ssh/config that cannot be loaded is an error the user must see;
-        // a default key file that cannot be loaded is skipped, as OpenSSH does.
+        // A key named in ~/.ssh/config that cannot be loaded is an error the user must see.
+        // A default key file that cannot be loaded is skipped, as OpenSSH skips it.
         let key = match load_key(path) {
             Ok(key) => key,
             Err(error) if target.identity_files.contains(path) => return Err(error),
