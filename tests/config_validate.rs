@@ -244,6 +244,13 @@ const PROBLEMS: &[(&str, &str)] = &[
          at invalid/k0s-too-old-for-kubelet-root-dir.yaml:10:14, use k0s v1.32.1 or newer",
     ),
     (
+        "file-src-url",
+        "URL source \"https://downloads.example.com/tool.tar.gz\" cannot be downloaded at an air-gapped site \
+         at invalid/file-src-url.yaml:8:16, put the file into the bundle instead: add an artifact with \
+         source {url: ...} and install {path: ...} to the bundle specification and rebuild the bundle, \
+         or download it here and set src to the local copy",
+    ),
+    (
         "winrm-host",
         "winRM hosts are not supported at invalid/winrm-host.yaml:8:7, airlock installs Linux hosts over SSH; use an ssh block",
     ),

@@ -16,12 +16,7 @@ use airlock::ui::Ui;
 use common::{Lab, LabHost};
 
 fn target(lab: &Lab, host: &LabHost) -> SshTarget {
-    SshTarget {
-        address: host.address.clone(),
-        port: host.port,
-        user: host.user.clone(),
-        key_path: Some(lab.key_path()),
-    }
+    SshTarget::direct(&host.address, host.port, &host.user, Some(lab.key_path()))
 }
 
 fn policy(known_hosts: &Path, accept_new: bool) -> HostKeyPolicy {

@@ -7,7 +7,7 @@ use super::apply::ClusterArgs;
 use super::apply::ConnectionArgs;
 use super::{CliError, CliResult, Status};
 use crate::k0s::kubeconfig::rewrite;
-use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
+use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, UserSshConfig};
 use crate::shell::quote;
 use crate::ui::Ui;
 
@@ -70,14 +70,11 @@ pub async fn connect(
     let known_hosts =
         KnownHosts::load(&connection.known_hosts_path()?).map_err(CliError::failure)?;
     let policy = HostKeyPolicy::new(known_hosts, connection.accept_new_host_keys);
-    let target = SshTarget {
-        address: ssh.address.to_string(),
-        port: ssh.port,
-        user: ssh.user.clone(),
-        key_path: ssh.key_path.clone(),
-    };
+    let target = UserSshConfig::load_default()
+        .and_then(|config| config.target(ssh))
+        .map_err(CliError::usage)?;
     let session = Session::connect(&target, &policy, &connection.connect_options())
         .await
         .map_err(CliError::failure)?;
-    Ok(Host::new(session, ssh.user != "root"))
+    Ok(Host::new(session, target.user != "root"))
 }

@@ -21,7 +21,7 @@ use crate::blueprint::live::{self, HostObservation, LiveCluster};
 use crate::blueprint::{self, Blueprint};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::phase::K0sPaths;
-use crate::remote::{Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
+use crate::remote::{Host, HostKeyPolicy, JumpHosts, KnownHosts, Session, UserSshConfig};
 use crate::ui::Ui;
 
 #[derive(Debug, Args)]
@@ -59,6 +59,9 @@ pub async fn connect_hosts(
         KnownHosts::load(&connection.known_hosts_path()?).map_err(CliError::failure)?;
     let policy = HostKeyPolicy::new(known_hosts, connection.accept_new_host_keys);
     let options = connection.connect_options();
+    let ssh_config = UserSshConfig::load_default().map_err(CliError::usage)?;
+    let ssh_config = &ssh_config;
+    let jumps = &JumpHosts::new();
     let specs: Vec<HostSpec> = cluster
         .hosts
         .iter()
@@ -70,16 +73,13 @@ pub async fn connect_hosts(
             let policy = policy.clone();
             let options = &options;
             async move {
-                let target = SshTarget {
-                    address: spec.ssh.address.to_string(),
-                    port: spec.ssh.port,
-                    user: spec.ssh.user.clone(),
-                    key_path: spec.ssh.key_path.clone(),
+                let host = match ssh_config.target(&spec.ssh) {
+                    Ok(target) => Session::connect_through(&target, &policy, options, jumps)
+                        .await
+                        .map(|session| Arc::new(Host::new(session, target.user != "root")))
+                        .map_err(|error| format!("{error:#}")),
+                    Err(error) => Err(error.to_string()),
                 };
-                let host = Session::connect(&target, &policy, options)
-                    .await
-                    .map(|session| Arc::new(Host::new(session, target.user != "root")))
-                    .map_err(|error| format!("{error:#}"));
                 Connected { spec, host }
             }
         })

@@ -14,8 +14,6 @@ use super::raw::RawFile;
 pub enum FileSource {
     /// A local file, directory or glob pattern, resolved against the cluster file's directory.
     Local(PathBuf),
-    /// A URL the host downloads itself.
-    Url(String),
     /// Inline content.
     Data(String),
 }
@@ -66,7 +64,18 @@ pub(super) fn upload_file(
             None
         }
         (None, Some(data)) => Some(FileSource::Data(data)),
-        (Some(src), None) if src.contains("://") => Some(FileSource::Url(src)),
+        // k0sctl lets the host download a URL source, but the hosts of an air-gapped site have
+        // no network access, and the bytes would bypass the bundle's signature and digests.
+        (Some(src), None) if src.contains("://") => {
+            problems.value(
+                &child(path, "src"),
+                format!("URL source {src:?} cannot be downloaded at an air-gapped site"),
+                "put the file into the bundle instead: add an artifact with source {url: ...} and \
+                 install {path: ...} to the bundle specification and rebuild the bundle, or \
+                 download it here and set src to the local copy",
+            );
+            None
+        }
         (Some(src), None) => {
             let resolved = problems.locator.source.resolve_path(&src);
             let is_glob = src.contains(['*', '?', '[', ']', '{', '}', '%']);

@@ -19,6 +19,13 @@ pub struct Ssh {
     pub address: HostAddress,
     pub port: u16,
     pub user: String,
+    /// Whether `user` is the default (root) because the cluster file sets none, so that
+    /// `~/.ssh/config` may set it.
+    #[serde(skip)]
+    pub default_user: bool,
+    /// Whether `port` is the default (22) because the cluster file sets none.
+    #[serde(skip)]
+    pub default_port: bool,
     /// The private key, resolved against the cluster file's directory and `~`. `None` leaves the
     /// choice to the SSH client (agent, then default key files).
     pub key_path: Option<PathBuf>,
@@ -138,14 +145,13 @@ impl Endpoint<'_> {
         let address = address(self.address.as_ref().map(|a| a.0.as_str()), path, problems);
         let port = port(self.port, path, problems);
         let source = problems.locator.source;
+        let user = self.user.clone().filter(|u| !u.is_empty());
         Some(Ssh {
             address: address?,
             port: port?,
-            user: self
-                .user
-                .clone()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| "root".to_string()),
+            default_user: user.is_none(),
+            default_port: self.port.is_none(),
+            user: user.unwrap_or_else(|| "root".to_string()),
             key_path: self
                 .key_path
                 .as_deref()

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 
 use super::context::Run;
 use super::{HostFailure, Phase, PhaseError, for_each_host};
-use crate::remote::{ConnectError, Host, HostKeyPolicy, KnownHosts, Session, SshTarget};
+use crate::remote::{
+    ConnectError, Host, HostKeyPolicy, JumpHosts, KnownHosts, Session, SshTarget, UserSshConfig,
+};
 
 pub struct Connect;
 
@@ -19,22 +21,17 @@ impl Phase<Run> for Connect {
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
         let known_hosts = KnownHosts::load(&run.settings.known_hosts)?;
         let policy = HostKeyPolicy::new(known_hosts, run.settings.accept_new_host_keys);
-        let targets: Vec<(usize, SshTarget, String)> = run
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(index, node)| {
-                let ssh = &node.spec.ssh;
-                let target = SshTarget {
-                    address: ssh.address.to_string(),
-                    port: ssh.port,
-                    user: ssh.user.clone(),
-                    key_path: ssh.key_path.clone(),
-                };
-                (index, target, node.label())
-            })
-            .collect();
+        let ssh_config = UserSshConfig::load_default()?;
+        let mut targets: Vec<(usize, SshTarget, String)> = Vec::new();
+        for (index, node) in run.nodes.iter().enumerate() {
+            let target = ssh_config.target(&node.spec.ssh).map_err(|error| {
+                PhaseError::new(anyhow::Error::new(error).context(node.label()))
+                    .with_help("fix the Host block of this host in ~/.ssh/config")
+            })?;
+            targets.push((index, target, node.label()));
+        }
         let options = &run.settings.connect;
+        let jumps = &JumpHosts::new();
         let ui = &run.ui;
         let connected = for_each_host(
             targets,
@@ -44,7 +41,7 @@ impl Phase<Run> for Connect {
                 async move {
                     let item = ui.item(&label, None);
                     item.set_state("connecting");
-                    match Session::connect(&target, &policy, options).await {
+                    match Session::connect_through(&target, &policy, options, jumps).await {
                         Ok(session) => {
                             item.finish("connected");
                             Ok((index, Host::new(session, target.user != "root")))
@@ -82,6 +79,7 @@ fn connect_help(failures: &[HostFailure]) -> Option<&'static str> {
     let kinds: Vec<&ConnectError> = failures
         .iter()
         .filter_map(|f| f.error.downcast_ref::<ConnectError>())
+        .map(ConnectError::root_cause)
         .collect();
     if kinds.iter().any(|e| {
         matches!(

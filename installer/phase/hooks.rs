@@ -1,13 +1,88 @@
 //! The cluster file's `hooks`: shell commands a host runs before or after an action, as the SSH
 //! user (not through sudo), in the order written, as k0sctl runs them.
 //!
-//! NOTE: the `install.before`/`install.after` hooks around each host's own install, and the
-//! `connect`, `reset` and `backup` hooks, are loaded but not run.
+//! `connect.after` runs once the facts of every host are gathered, and `install.before` and
+//! `install.after` run around each host's own `k0s install` and start (see `install.rs`).
+//!
+//! NOTE: the `connect.before`, `reset` and `backup` hooks are loaded but not run.
 
 use async_trait::async_trait;
 
 use super::context::Run;
 use super::{HostFailure, Phase, PhaseError, for_each_host};
+use crate::config::{Hooks, Host as HostSpec};
+use crate::remote::Host;
+
+/// A hook command that failed, named as k0sctl names it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "failed to execute hook {command:?} for action {action:?} stage {stage:?} on host {host}: {source}"
+)]
+pub struct HookError {
+    pub command: String,
+    pub action: &'static str,
+    pub stage: &'static str,
+    pub host: String,
+    pub source: crate::remote::HostError,
+}
+
+/// Runs the `action`/`stage` hooks of one host in order, stopping at the first that fails.
+/// Returns the commands that ran.
+pub async fn run_host_hooks(
+    host: &Host,
+    spec: &HostSpec,
+    action: &'static str,
+    stage: &'static str,
+) -> Result<Vec<String>, HookError> {
+    let commands = spec.hooks.commands(action, stage);
+    for command in commands {
+        host.run_as_login_user(command)
+            .await
+            .map_err(|source| HookError {
+                command: command.clone(),
+                action,
+                stage,
+                host: host.label().to_string(),
+                source,
+            })?;
+        tracing::info!(host = %host.label(), action, stage, command, "ran hook");
+    }
+    Ok(commands.to_vec())
+}
+
+/// Prints the `install` hooks a dry run would run around one host's install.
+pub fn describe_install_hooks(run: &Run, node: &super::Node) {
+    for stage in Hooks::STAGES {
+        for command in node.spec.hooks.commands("install", stage) {
+            run.ui.println(&format!(
+                "{}: would run install.{stage} hook {command:?}",
+                node.label()
+            ));
+        }
+    }
+}
+
+/// Records in the audit log the `install` hooks that ran around a successful install of node
+/// `index`. A successful install ran every one of them, because `install_and_start` stops at a
+/// failing hook.
+pub fn record_install_hooks(run: &mut Run, index: usize, phase: &'static str) {
+    let label = run.nodes[index].label();
+    for stage in Hooks::STAGES {
+        for command in run.nodes[index]
+            .spec
+            .hooks
+            .commands("install", stage)
+            .to_vec()
+        {
+            run.record(
+                phase,
+                &label,
+                format!("run install.{stage} hook {command:?}"),
+                None,
+            );
+        }
+    }
+}
 
 /// Phase "Run hooks": the `action`/`stage` hooks of every host that has them.
 pub struct RunHooks {
@@ -34,27 +109,17 @@ impl Phase<Run> for RunHooks {
             .nodes
             .iter()
             .filter(|node| !node.spec.hooks.commands(action, stage).is_empty())
-            .map(|node| {
-                (
-                    node.host(),
-                    node.label(),
-                    node.spec.hooks.commands(action, stage).to_vec(),
-                )
-            })
+            .map(|node| (node.host(), node.label(), node.spec.clone()))
             .collect();
         let ui = &run.ui;
         let ran = for_each_host(
             work,
             run.settings.concurrency,
-            |(host, label, commands)| async move {
+            |(host, label, spec)| async move {
+                let commands = run_host_hooks(&host, &spec, action, stage)
+                    .await
+                    .map_err(|error| HostFailure::new(label.clone(), error))?;
                 for command in &commands {
-                    host.run_as_login_user(command).await.map_err(|error| {
-                        HostFailure::new(
-                            label.clone(),
-                            anyhow::Error::new(error)
-                                .context(format!("hook {command:?} of {action}.{stage} failed")),
-                        )
-                    })?;
                     ui.println(&format!("{label}: ran {action}.{stage} hook {command:?}"));
                 }
                 Ok((label, commands))

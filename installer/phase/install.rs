@@ -65,6 +65,7 @@ impl Phase<Run> for InitializeCluster {
             "install and start the first controller",
             None,
         );
+        super::hooks::record_install_hooks(run, index, self.title());
         Ok(())
     }
 
@@ -79,6 +80,7 @@ impl Phase<Run> for InitializeCluster {
             "{}: would run `{command}`, start k0s and wait for the API server",
             node.label()
         ));
+        super::hooks::describe_install_hooks(run, node);
         Ok(())
     }
 
@@ -143,6 +145,7 @@ impl Phase<Run> for JoinControllers {
             run.nodes[index].became_ready = true;
             run.ui.println(&format!("{label}: joined as {}", spec.role));
             run.record(self.title(), &label, format!("join as {}", spec.role), None);
+            super::hooks::record_install_hooks(run, index, self.title());
         }
         Ok(())
     }
@@ -270,6 +273,7 @@ impl Phase<Run> for JoinWorkers {
             if newly {
                 let label = run.nodes[index].label();
                 run.record(self.title(), &label, "join as worker", None);
+                super::hooks::record_install_hooks(run, index, self.title());
             }
         }
         Ok(())
@@ -307,12 +311,14 @@ async fn install_and_start(
             .run(&format!("{} stop", quote(&spec.k0s_install_path)))
             .await;
     }
+    super::hooks::run_host_hooks(host, spec, "install", "before").await?;
     tracing::debug!(host = %host.label(), %command, "installing k0s");
     host.run(&command).await?;
     k0s_ops::start(host, paths, timeout).await?;
     if spec.role.is_controller() {
         k0s_ops::wait_api_ready(host, paths, timeout).await?;
     }
+    super::hooks::run_host_hooks(host, spec, "install", "after").await?;
     Ok(())
 }
 
@@ -379,6 +385,7 @@ fn describe_join(run: &Run, index: usize) -> Result<(), PhaseError> {
         node.label(),
         run.leader().label()
     ));
+    super::hooks::describe_install_hooks(run, node);
     Ok(())
 }
 

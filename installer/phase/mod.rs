@@ -23,6 +23,7 @@ mod preflight;
 mod render_stacks;
 mod upgrade;
 mod upload;
+pub mod user_files;
 mod verify_bundle;
 mod write_blueprint;
 
@@ -49,6 +50,11 @@ pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
         Box::new(lock::Lock),
         Box::new(audit_log::OpenAuditLog),
         Box::new(gather_facts::GatherFacts),
+        Box::new(hooks::RunHooks {
+            action: "connect",
+            stage: "after",
+            title: "Run the connect.after hooks",
+        }),
         Box::new(render_stacks::RenderStacks),
         Box::new(preflight::Preflight),
         Box::new(upload::Upload),
@@ -81,6 +87,11 @@ pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
         Box::new(lock::Lock),
         Box::new(audit_log::OpenAuditLog),
         Box::new(gather_facts::GatherFacts),
+        Box::new(hooks::RunHooks {
+            action: "connect",
+            stage: "after",
+            title: "Run the connect.after hooks",
+        }),
         Box::new(upgrade::ReadInstalled),
         Box::new(upgrade::CheckUpgrade),
         Box::new(render_stacks::RenderStacks),

@@ -1,5 +1,6 @@
 //! The files each host needs, decided once from the bundle and the host's role and facts.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::bundle::{ArtifactKind, HostSelector, Image, Platform, VerifiedBundle};
@@ -16,6 +17,8 @@ pub enum FileSource {
     Bytes(Arc<Vec<u8>>),
     /// An OCI archive of these bundle images (by reference), written while it uploads.
     ImageArchive(Arc<Vec<String>>),
+    /// A local file that the cluster file's `files[]` names.
+    Local(PathBuf),
 }
 
 /// A file a host must hold.
@@ -36,6 +39,10 @@ pub struct PlannedFile {
     /// Where the file moves once its node or stack is upgraded; `None` when `path` is final.
     /// An upgrade stages the new k0s binary and new manifests beside the running ones.
     pub final_path: Option<String>,
+    /// The owner as `chown` takes it; `None` leaves root.
+    pub owner: Option<String>,
+    /// The mode in octal for the file's directory when the upload creates it.
+    pub dir_mode: Option<String>,
 }
 
 /// The directory under the data directory where airlock keeps its own state on a host.
@@ -46,6 +53,20 @@ pub fn airlock_dir(data_dir: &str) -> String {
 /// The staging directory for uploads into folders that k0s watches.
 pub fn staging_dir(data_dir: &str) -> String {
     format!("{}/staging", airlock_dir(data_dir))
+}
+
+/// Returns the staging directory for a file that goes into a directory k0s watches
+/// (`images/` or `manifests/` under the data directory), or `None` for any other path.
+pub fn watched_staging_dir(path: &str, data_dir: &str) -> Option<String> {
+    let data_dir = data_dir.trim_end_matches('/');
+    let watched = [
+        format!("{data_dir}/images/"),
+        format!("{data_dir}/manifests/"),
+    ];
+    watched
+        .iter()
+        .any(|dir| path.starts_with(dir))
+        .then(|| staging_dir(data_dir))
 }
 
 /// Returns whether an artifact with `selector` belongs on a host with `role`.
@@ -72,10 +93,6 @@ pub fn bundle_files(
         variant: None,
     };
     let data_dir = data_dir.trim_end_matches('/');
-    let watched = [
-        format!("{data_dir}/images/"),
-        format!("{data_dir}/manifests/"),
-    ];
     bundle
         .artifacts_for_platform(&platform)
         .filter_map(|artifact| {
@@ -91,10 +108,7 @@ pub fn bundle_files(
             } else {
                 install.path.resolve(data_dir)
             };
-            let staging_dir = watched
-                .iter()
-                .any(|dir| path.starts_with(dir))
-                .then(|| staging_dir(data_dir));
+            let staging_dir = watched_staging_dir(&path, data_dir);
             Some(PlannedFile {
                 name: artifact.name.clone(),
                 source: FileSource::Blob(artifact.digest),
@@ -105,6 +119,8 @@ pub fn bundle_files(
                 staging_dir,
                 present: false,
                 final_path: None,
+                owner: None,
+                dir_mode: None,
             })
         })
         .collect()
@@ -148,6 +164,8 @@ pub fn stack_files(
                     staging_dir: Some(staging.clone()),
                     present: false,
                     final_path: None,
+                    owner: None,
+                    dir_mode: None,
                 });
             }
             for chart in &stack.charts {
@@ -167,6 +185,8 @@ pub fn stack_files(
                     staging_dir: None,
                     present: false,
                     final_path: None,
+                    owner: None,
+                    dir_mode: None,
                 });
             }
         }
@@ -183,6 +203,8 @@ pub fn stack_files(
                 staging_dir: Some(staging.clone()),
                 present: false,
                 final_path: None,
+                owner: None,
+                dir_mode: None,
             });
         }
     }
@@ -198,6 +220,8 @@ pub fn stack_files(
                 staging_dir: None,
                 present: false,
                 final_path: None,
+                owner: None,
+                dir_mode: None,
             });
         }
     }

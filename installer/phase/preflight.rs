@@ -122,6 +122,11 @@ impl Preflight {
                 &node.spec.data_dir,
                 &node.spec.k0s_install_path,
             );
+            let user_files = super::user_files::plan(&node.spec.files, &node.spec.data_dir)
+                .map_err(|error| {
+                    PhaseError::new(anyhow::Error::new(error).context(node.label()))
+                })?;
+            files.extend(user_files);
             if let Some(rendered) = &run.stacks {
                 files.extend(plan::stack_files(
                     bundle,

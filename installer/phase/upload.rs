@@ -128,21 +128,26 @@ async fn upload_one(
     if let Some(dir) = &file.staging_dir {
         placement = placement.staged_in(dir);
     }
-    match &file.source {
+    if let Some(owner) = &file.owner {
+        placement = placement.owned_by(owner);
+    }
+    if let Some(dir_mode) = &file.dir_mode {
+        placement = placement.with_dir_mode(dir_mode);
+    }
+    let reader: Box<dyn std::io::Read + Send> = match &file.source {
         FileSource::Blob(digest) => {
-            let reader = tokio::task::block_in_place(|| bundle.open_blob(digest))?;
-            host.write_verified(
-                placement,
-                async_reader(reader),
-                file.size,
-                file.digest,
-                Some(item),
-            )
-            .await?;
+            Box::new(tokio::task::block_in_place(|| bundle.open_blob(digest))?)
         }
+        // The digest was computed when the upload was planned, so a file changed since then
+        // fails the check on the host.
+        FileSource::Local(path) => Box::new(
+            std::fs::File::open(path)
+                .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?,
+        ),
         FileSource::Bytes(bytes) => {
             host.write_verified(placement, &bytes[..], file.size, file.digest, Some(item))
                 .await?;
+            return Ok(());
         }
         FileSource::ImageArchive(references) => {
             let (bundle, references) = (bundle.clone(), references.clone());
@@ -155,7 +160,16 @@ async fn upload_one(
             });
             host.write_verified(placement, reader, file.size, file.digest, Some(item))
                 .await?;
+            return Ok(());
         }
-    }
+    };
+    host.write_verified(
+        placement,
+        async_reader(reader),
+        file.size,
+        file.digest,
+        Some(item),
+    )
+    .await?;
     Ok(())
 }

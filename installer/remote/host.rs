@@ -82,6 +82,11 @@ pub struct Placement<'a> {
     /// directory; a directory that another program watches (k0s imports every file in
     /// `<data-dir>/images`) needs a staging directory on the same file system instead.
     pub staging_dir: Option<&'a str>,
+    /// The owner as `chown` takes it (`user`, `user:group` or `:group`); `None` leaves root.
+    pub owner: Option<&'a str>,
+    /// The mode in octal for the destination's directory when the upload creates it. An
+    /// existing directory keeps its mode, and new directories above it get the default mode.
+    pub dir_mode: Option<&'a str>,
 }
 
 impl<'a> Placement<'a> {
@@ -90,7 +95,19 @@ impl<'a> Placement<'a> {
             path,
             mode,
             staging_dir: None,
+            owner: None,
+            dir_mode: None,
         }
+    }
+
+    pub fn owned_by(mut self, owner: &'a str) -> Placement<'a> {
+        self.owner = Some(owner);
+        self
+    }
+
+    pub fn with_dir_mode(mut self, mode: &'a str) -> Placement<'a> {
+        self.dir_mode = Some(mode);
+        self
     }
 
     pub fn staged_in(mut self, dir: &'a str) -> Placement<'a> {
@@ -346,12 +363,21 @@ impl Host {
             path,
             mode,
             staging_dir,
+            owner,
+            dir_mode,
         } = placement;
         let staging = staging_dir.map_or_else(|| parent_dir(path), str::to_string);
         let name = path.rsplit('/').next().unwrap_or(path);
         let temporary = format!("{staging}/.{name}.airlock-{}", std::process::id());
         let (quoted_path, quoted_temporary) = (quote(path), quote(&temporary));
-        let dirs = format!("{} {}", quote(&parent_dir(path)), quote(&staging));
+        let parent = quote(&parent_dir(path));
+        let dirs = format!("{parent} {}", quote(&staging));
+        let create_parent = match dir_mode {
+            Some(dir_mode) => format!(
+                "{{ [ -d {parent} ] || {{ mkdir -p {parent} && chmod {dir_mode} {parent}; }}; }} && "
+            ),
+            None => String::new(),
+        };
         // A run killed mid-upload leaves its temporary file; the host lock means no other run
         // writes this name now, so every earlier temporary file of it can go.
         let leftovers = format!(
@@ -360,7 +386,7 @@ impl Host {
             quote(&format!(".{name}.airlock-"))
         );
         let receive = format!(
-            "mkdir -p {dirs} && rm -f {leftovers} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
+            "{create_parent}mkdir -p {dirs} && rm -f {leftovers} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
         );
         let counted = CountingReader::new(source, item);
         let output = self
@@ -401,8 +427,14 @@ impl Host {
                 computed,
             });
         }
-        let install =
-            format!("chmod {mode} {quoted_temporary} && mv -f {quoted_temporary} {quoted_path}");
+        // The owner is set before the mode because chown clears the setuid and setgid bits.
+        let chown = match owner {
+            Some(owner) => format!("chown {} {quoted_temporary} && ", quote(owner)),
+            None => String::new(),
+        };
+        let install = format!(
+            "{chown}chmod {mode} {quoted_temporary} && mv -f {quoted_temporary} {quoted_path}"
+        );
         if let Err(error) = self.run(&install).await {
             self.remove_quietly(&temporary).await;
             return Err(error);

@@ -7,12 +7,16 @@
 mod host;
 mod known_hosts;
 mod lock;
+mod passphrase;
 mod session;
 pub mod stream;
+mod target;
 
 pub use host::{Host, HostError, Placement, Upload};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
 pub use lock::{HostLock, LockError, LockOwner};
+pub use passphrase::PASSPHRASE_ENV;
 pub use session::{
-    ConnectError, ConnectOptions, ExecError, HostKeyPolicy, Output, Session, SshTarget,
+    ConnectError, ConnectOptions, ExecError, HostKeyPolicy, JumpHosts, Output, Session, SshTarget,
 };
+pub use target::{SshConfigError, UserSshConfig};

@@ -6,6 +6,7 @@
 //! command's standard input, never in its command line, so they never reach a log, an error
 //! message or the host's process list.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +26,29 @@ pub struct SshTarget {
     pub address: String,
     pub port: u16,
     pub user: String,
-    /// The private key file; `None` tries the SSH agent, then `~/.ssh/id_ed25519`, `id_ecdsa`
-    /// and `id_rsa`.
+    /// The private key file; `None` tries the SSH agent, then `identity_files`, then
+    /// `~/.ssh/id_ed25519`, `id_ecdsa` and `id_rsa`.
     pub key_path: Option<PathBuf>,
+    /// The keys `~/.ssh/config` names for this host (IdentityFile), tried when `key_path` is
+    /// `None`.
+    pub identity_files: Vec<PathBuf>,
+    /// The jump host (a bastion or ProxyJump) whose connection carries this one.
+    pub jump: Option<Box<SshTarget>>,
+}
+
+impl SshTarget {
+    /// Builds a direct connection with the agent and default keys, as the user's `ssh` would
+    /// without a configuration file.
+    pub fn direct(address: &str, port: u16, user: &str, key_path: Option<PathBuf>) -> SshTarget {
+        SshTarget {
+            address: address.to_string(),
+            port,
+            user: user.to_string(),
+            key_path,
+            identity_files: Vec::new(),
+            jump: None,
+        }
+    }
 }
 
 impl SshTarget {
@@ -148,6 +169,18 @@ pub enum ConnectError {
     },
     #[error("cannot load the SSH key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
+    #[error("cannot reach {host} through the jump host {jump}: {source}")]
+    Jump {
+        host: String,
+        jump: String,
+        source: Box<ConnectError>,
+    },
+    #[error("jump host {jump} did not open a connection to {host}: {reason}")]
+    JumpChannel {
+        host: String,
+        jump: String,
+        reason: String,
+    },
     #[error("SSH error with {host}: {source}")]
     Protocol { host: String, source: russh::Error },
 }
@@ -155,10 +188,19 @@ pub enum ConnectError {
 impl ConnectError {
     /// Returns whether another attempt could succeed.
     fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Unreachable { .. } | ConnectError::HandshakeTimeout { .. }
-        )
+        match self {
+            ConnectError::Unreachable { .. } | ConnectError::HandshakeTimeout { .. } => true,
+            // The jump host's own connect has already retried.
+            _ => false,
+        }
+    }
+
+    /// Returns the error behind any jump hosts, for choosing a hint.
+    pub fn root_cause(&self) -> &ConnectError {
+        match self {
+            ConnectError::Jump { source, .. } => source.root_cause(),
+            other => other,
+        }
     }
 }
 
@@ -236,6 +278,50 @@ pub struct Session {
     label: String,
     handle: Handle<Client>,
     command_timeout: Duration,
+    /// The jump host's session, which carries this one's bytes and must outlive it. It is
+    /// held, never read.
+    #[allow(dead_code)]
+    jump: Option<Arc<Session>>,
+}
+
+/// Connections to jump hosts, opened once and shared by every target behind the same one, so
+/// that many hosts behind one bastion do not meet its sshd's MaxStartups limit.
+#[derive(Clone, Default)]
+pub struct JumpHosts {
+    /// Keyed by the jump target's debug form, which includes its user, key and own jump host.
+    sessions: Arc<tokio::sync::Mutex<HashMap<String, SharedSession>>>,
+}
+
+/// A jump host's session, connected by the first target that needs it.
+type SharedSession = Arc<tokio::sync::OnceCell<Arc<Session>>>;
+
+impl JumpHosts {
+    pub fn new() -> JumpHosts {
+        JumpHosts::default()
+    }
+
+    /// Returns the session to `target`, connecting the first time. A failed connect is not
+    /// kept, so the next target behind it tries again.
+    async fn session(
+        &self,
+        target: &SshTarget,
+        policy: &HostKeyPolicy,
+        options: &ConnectOptions,
+    ) -> Result<Arc<Session>, ConnectError> {
+        let cell = {
+            let mut sessions = self.sessions.lock().await;
+            sessions.entry(format!("{target:?}")).or_default().clone()
+        };
+        let session = cell
+            .get_or_try_init(|| async {
+                // Boxed because connecting a jump host may need this function again.
+                Box::pin(Session::connect_through(target, policy, options, self))
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(session.clone())
+    }
 }
 
 impl Session {
@@ -246,10 +332,20 @@ impl Session {
         policy: &HostKeyPolicy,
         options: &ConnectOptions,
     ) -> Result<Session, ConnectError> {
+        Session::connect_through(target, policy, options, &JumpHosts::new()).await
+    }
+
+    /// Connects like [`Session::connect`], reusing the connections to jump hosts in `jumps`.
+    pub async fn connect_through(
+        target: &SshTarget,
+        policy: &HostKeyPolicy,
+        options: &ConnectOptions,
+        jumps: &JumpHosts,
+    ) -> Result<Session, ConnectError> {
         let mut delay = options.backoff;
         let mut attempt = 1;
         loop {
-            match Self::connect_once(target, policy, options).await {
+            match Self::connect_once(target, policy, options, jumps).await {
                 Ok(session) => return Ok(session),
                 Err(error) if error.is_transient() && attempt < options.attempts => {
                     tracing::debug!(host = %target.label(), attempt, %error, "connection failed, retrying in {delay:?}");
@@ -273,8 +369,24 @@ impl Session {
         target: &SshTarget,
         policy: &HostKeyPolicy,
         options: &ConnectOptions,
+        jumps: &JumpHosts,
     ) -> Result<Session, ConnectError> {
         let label = target.label();
+        let jump = match &target.jump {
+            Some(jump_target) => {
+                // The jump host gets its own retries and host key check.
+                let jump = jumps
+                    .session(jump_target, policy, options)
+                    .await
+                    .map_err(|source| ConnectError::Jump {
+                        host: label.clone(),
+                        jump: jump_target.label(),
+                        source: Box::new(source),
+                    })?;
+                Some(jump)
+            }
+            None => None,
+        };
         let config = Arc::new(client::Config {
             // A host that stops responding mid-command is detected within about 45 seconds.
             keepalive_interval: Some(Duration::from_secs(15)),
@@ -289,8 +401,31 @@ impl Session {
             policy: policy.clone(),
             verdict: verdict.clone(),
         };
-        let address = (target.address.as_str(), target.port);
-        let connecting = client::connect(config, address, handler);
+        let connecting = async {
+            match &jump {
+                // The jump host opens the TCP connection (`direct-tcpip`, as `ssh -J` does) and
+                // resolves the name, and the SSH handshake with the target runs inside it.
+                Some(jump) => {
+                    let channel = jump
+                        .handle
+                        .channel_open_direct_tcpip(
+                            target.address.as_str(),
+                            u32::from(target.port),
+                            "127.0.0.1",
+                            0,
+                        )
+                        .await
+                        .map_err(|error| Err(error.to_string()))?;
+                    client::connect_stream(config, channel.into_stream(), handler)
+                        .await
+                        .map_err(Ok)
+                }
+                None => {
+                    let address = (target.address.as_str(), target.port);
+                    client::connect(config, address, handler).await.map_err(Ok)
+                }
+            }
+        };
         let mut handle = match tokio::time::timeout(options.timeout, connecting).await {
             Err(_) => {
                 return Err(ConnectError::HandshakeTimeout {
@@ -299,7 +434,14 @@ impl Session {
                 });
             }
             Ok(Ok(handle)) => handle,
-            Ok(Err(error)) => {
+            Ok(Err(Err(reason))) => {
+                return Err(ConnectError::JumpChannel {
+                    host: label,
+                    jump: jump.map(|jump| jump.label.clone()).unwrap_or_default(),
+                    reason,
+                });
+            }
+            Ok(Err(Ok(error))) => {
                 let recorded = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
                 return Err(match recorded {
                     Some(rejection) => rejection.into_error(label, policy.known_hosts_path()),
@@ -313,6 +455,7 @@ impl Session {
             label,
             handle,
             command_timeout: options.command_timeout,
+            jump,
         })
     }
 
@@ -439,7 +582,8 @@ impl Session {
         Ok(output)
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely. A jump host's connection closes when the last session
+    /// through it and its [`JumpHosts`] are dropped.
     pub async fn close(self) {
         let _ = self
             .handle
@@ -623,17 +767,31 @@ async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget) -> Result
         }
     }
 
-    if let Some(home) = std::env::home_dir() {
-        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-            let path = home.join(".ssh").join(name);
-            if !path.exists() {
+    let default_files = std::env::home_dir()
+        .map(|home| {
+            ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|name| home.join(".ssh").join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for path in target.identity_files.iter().chain(&default_files) {
+        if !path.exists() {
+            continue;
+        }
+        tried.push(path.display().to_string());
+        // A key named in ~/.ssh/config that cannot be loaded is an error the user must see.
+        // A default key file that cannot be loaded is skipped, as OpenSSH skips it.
+        let key = match load_key(path) {
+            Ok(key) => key,
+            Err(error) if target.identity_files.contains(path) => return Err(error),
+            Err(error) => {
+                tracing::debug!(path = %path.display(), %error, "skipping a default key file");
                 continue;
             }
-            tried.push(path.display().to_string());
-            let Ok(key) = load_key(&path) else { continue };
-            if try_key(handle, &target.user, key, rsa_hash, &host).await? {
-                return Ok(());
-            }
+        };
+        if try_key(handle, &target.user, key, rsa_hash, &host).await? {
+            return Ok(());
         }
     }
     let tried = if tried.is_empty() {
@@ -649,15 +807,22 @@ async fn authenticate(handle: &mut Handle<Client>, target: &SshTarget) -> Result
 }
 
 fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, ConnectError> {
-    russh::keys::load_secret_key(path, None).map_err(|error| ConnectError::Key {
+    let key_error = |reason: String| ConnectError::Key {
         path: path.to_path_buf(),
-        reason: match error {
-            russh::keys::Error::KeyIsEncrypted => {
-                "the key is protected by a passphrase; add it to an SSH agent (ssh-add) and leave keyPath unset".to_string()
-            }
-            other => other.to_string(),
-        },
-    })
+        reason,
+    };
+    match russh::keys::load_secret_key(path, None) {
+        Ok(key) => Ok(key),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            let (passphrase, origin) = super::passphrase::for_key(path).map_err(key_error)?;
+            russh::keys::load_secret_key(path, Some(&passphrase)).map_err(|error| {
+                key_error(format!(
+                    "the passphrase from {origin} does not decrypt it ({error})"
+                ))
+            })
+        }
+        Err(other) => Err(key_error(other.to_string())),
+    }
 }
 
 async fn try_key(

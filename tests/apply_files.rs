@@ -1,0 +1,169 @@
+//! `airlock apply` with a host's `files[]` and `hooks`, on a one-host lab.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use airlock::digest::Digest;
+use common::apply::{SignedBundle, apply_command, cluster_file};
+use common::{Lab, describe, stderr, stdout};
+
+/// Adds `host_fields` (indented for a host entry) to the lab's only host in its cluster file.
+fn add_to_host(lab: &Lab, host_fields: &str) {
+    let path = lab.dir.join("cluster.yaml");
+    let base = fs::read_to_string(&path).unwrap();
+    let key_line = format!("        keyPath: {}\n", lab.key_path().display());
+    assert!(
+        base.contains(&key_line),
+        "unexpected lab cluster file:\n{base}"
+    );
+    fs::write(
+        &path,
+        base.replace(&key_line, &format!("{key_line}{host_fields}")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn files_and_hooks_reach_the_host() {
+    let Some(lab) = Lab::start_with("files_and_hooks_reach_the_host", 1, &["--roles", "single"])
+    else {
+        return;
+    };
+    let local = tempfile::tempdir().unwrap();
+    let tool = local.path().join("tool.sh");
+    fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let config_dir = local.path().join("conf.d");
+    fs::create_dir(&config_dir).unwrap();
+    fs::write(config_dir.join("a.conf"), "a=1\n").unwrap();
+    fs::write(config_dir.join("b.conf"), "b=2\n").unwrap();
+
+    let log = "/var/lib/airlock-hooks.log";
+    add_to_host(
+        &lab,
+        &format!(
+            "      files:
+        - name: tool
+          src: {tool}
+          dstDir: /etc/airlock-tool/bin
+          perm: \"0750\"
+          dirPerm: \"0710\"
+          user: nobody
+          group: daemon
+        - src: {config_dir}
+          dstDir: /etc/airlock-tool/conf.d
+        - src: {glob}
+          dstDir: /etc/airlock-tool/glob
+        - name: motd
+          data: welcome
+          dst: /etc/airlock-tool/motd
+      hooks:
+        connect: {{ after: [\"echo connect.after >> {log}\"] }}
+        apply: {{ before: [\"echo apply.before >> {log}\"], after: [\"echo apply.after >> {log}\"] }}
+        install:
+          before: [\"echo install.before >> {log}\", \"test ! -e /etc/airlock-tool/never\"]
+          after: [\"echo install.after >> {log}\"]
+",
+            tool = tool.display(),
+            config_dir = config_dir.display(),
+            glob = config_dir.join("*.conf").display(),
+        ),
+    );
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let stat = lab.ssh_root(
+        "lab-1",
+        "stat -c '%n %a %U %G' /etc/airlock-tool/bin /etc/airlock-tool/bin/tool.sh \
+         /etc/airlock-tool/conf.d/b.conf /etc/airlock-tool/glob/a.conf /etc/airlock-tool/motd",
+    );
+    assert!(stat.status.success(), "{}", describe(&stat));
+    let lines: Vec<String> = stdout(&stat).lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "/etc/airlock-tool/bin 710 root root",
+            "/etc/airlock-tool/bin/tool.sh 750 nobody daemon",
+            "/etc/airlock-tool/conf.d/b.conf 644 root root",
+            "/etc/airlock-tool/glob/a.conf 644 root root",
+            "/etc/airlock-tool/motd 644 root root",
+        ]
+    );
+    let digest = lab.ssh_root("lab-1", "sha256sum /etc/airlock-tool/bin/tool.sh");
+    let expected = Digest::of_bytes(&fs::read(&tool).unwrap()).hex();
+    assert!(
+        stdout(&digest).starts_with(&expected),
+        "{}",
+        describe(&digest)
+    );
+
+    let hooks = lab.ssh_root("lab-1", &format!("cat {log}"));
+    assert_eq!(
+        stdout(&hooks).lines().collect::<Vec<_>>(),
+        [
+            "connect.after",
+            "apply.before",
+            "install.before",
+            "install.after",
+            "apply.after"
+        ],
+        "{}",
+        describe(&hooks)
+    );
+
+    let audit = lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/audit.log");
+    let audit = stdout(&audit);
+    for action in [
+        "run connect.after hook",
+        "run install.before hook",
+        "run install.after hook",
+        "at /etc/airlock-tool/bin/tool.sh\"",
+    ] {
+        assert!(
+            audit.contains(action),
+            "{action} missing from the audit log:\n{audit}"
+        );
+    }
+
+    // The blueprint lists the uploaded file with its digest, like every artifact.
+    let blueprint = lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/blueprint.yaml");
+    let text = stdout(&blueprint);
+    assert!(text.contains("/etc/airlock-tool/bin/tool.sh"), "{text}");
+    assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
+fn failing_hook_stops_apply() {
+    let Some(lab) = Lab::start_with("failing_hook_stops_apply", 1, &["--roles", "single"]) else {
+        return;
+    };
+    add_to_host(
+        &lab,
+        "      hooks:\n        connect: { after: [\"true\", \"exit 3\"] }\n",
+    );
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let text = stderr(&output);
+    let address = &lab.host("lab-1").address;
+    assert!(
+        text.contains(&format!(
+            "failed to execute hook \"exit 3\" for action \"connect\" stage \"after\" on host {address}"
+        )),
+        "{text}"
+    );
+    let k0s = lab.ssh_root("lab-1", "test -e /usr/local/bin/k0s");
+    assert!(
+        !k0s.status.success(),
+        "k0s was installed after the hook failed"
+    );
+}
