@@ -586,3 +586,74 @@ fn interrupted_apply_stops_cleanly() {
         .unwrap();
     assert!(resumed.status.success(), "{}", describe(&resumed));
 }
+
+/// Writes a copy of `cluster` that lists only its first `count` hosts.
+fn first_hosts(cluster: &std::path::Path, count: usize, name: &str) -> std::path::PathBuf {
+    let text = fs::read_to_string(cluster).unwrap();
+    let mut kept = Vec::new();
+    let mut seen = 0;
+    let mut in_hosts = false;
+    for line in text.lines() {
+        if line == "  hosts:" {
+            in_hosts = true;
+        } else if in_hosts && line.starts_with("    - role:") {
+            seen += 1;
+        } else if in_hosts && !line.starts_with("      ") {
+            in_hosts = false;
+        }
+        if !in_hosts || seen <= count {
+            kept.push(line);
+        }
+    }
+    let path = cluster.with_file_name(name);
+    fs::write(&path, kept.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn worker_joins_then_is_pruned() {
+    let Some(lab) = Lab::start("worker_joins_then_is_pruned", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let all = cluster_file(&lab, &bundle, "");
+    let two = first_hosts(&all, 2, "two-hosts.yaml");
+    let output = apply_command(&lab, &two, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2"]));
+
+    // A host added to the file joins the running cluster.
+    let output = apply_command(&lab, &all, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+    let inits = events(&lab)
+        .iter()
+        .filter(|event| event["event"] == "init")
+        .count();
+    assert_eq!(inits, 1, "the cluster was initialised again");
+
+    // Without --prune, a host removed from the file stays and is named.
+    let output = apply_command(&lab, &two, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(stderr(&output).contains("--prune"), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+
+    let output = apply_command(&lab, &two, &bundle.bundle)
+        .arg("--prune")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let nodes = kubectl(&lab, "lab-1", "get nodes -o name");
+    assert!(!nodes.contains("lab-3"), "{nodes}");
+    let drained = events(&lab)
+        .iter()
+        .any(|event| event["event"] == "drain" && event.to_string().contains("lab-3"));
+    assert!(drained, "lab-3 was not drained");
+    let binary = lab.ssh_root(
+        "lab-3",
+        "test -e /usr/local/bin/k0s || test -e /var/lib/k0s",
+    );
+    assert!(!binary.status.success(), "lab-3 still holds k0s");
+    let log = fs::read_to_string(lab.dir.join("out/audit.log")).unwrap();
+    assert!(log.contains("drain and delete node lab-3"), "{log}");
+}

@@ -136,6 +136,9 @@ pub struct Run {
     pub stack_status: BTreeMap<Stack, StackOutcome>,
     /// The blueprint stored on the controllers, which upgrade reads to learn what runs.
     pub installed: Option<crate::blueprint::Blueprint>,
+    /// Nodes that the stored blueprint records and the cluster file no longer lists, kept in
+    /// the new blueprint because they still run (no `--prune`).
+    pub unlisted: Vec<crate::blueprint::record::NodeRecord>,
 }
 
 /// The outcome of a stack's readiness checks.
@@ -200,6 +203,7 @@ impl Run {
             stacks: None,
             stack_status: BTreeMap::new(),
             installed: None,
+            unlisted: Vec::new(),
         }
     }
 

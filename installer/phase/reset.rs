@@ -439,6 +439,7 @@ impl Phase<Run> for PruneNodes {
                     record.label()
                 ));
             }
+            run.unlisted = unlisted;
             return Ok(());
         }
         // Controllers go last, so that etcd keeps its quorum as long as it can.

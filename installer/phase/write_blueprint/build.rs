@@ -87,6 +87,7 @@ pub fn build(
                 name,
             }
         })
+        .chain(run.unlisted.iter().cloned())
         .collect();
 
     let leader_files = &run.leader().placed;
