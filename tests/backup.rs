@@ -26,8 +26,8 @@ fn backup_command(lab: &Lab, cluster: &Path, out: &Path) -> Command {
 
 /// Node names and the ConfigMaps of namespace `default`, as the double's API server lists them.
 fn cluster_state(lab: &Lab) -> (String, String) {
-    let nodes = kubectl(&lab, "lab-1", "get nodes -o name");
-    let objects = kubectl(&lab, "lab-1", "get configmaps -n default -o name");
+    let nodes = kubectl(lab, "lab-1", "get nodes -o name");
+    let objects = kubectl(lab, "lab-1", "get configmaps -n default -o name");
     (nodes, objects)
 }
 

@@ -17,7 +17,7 @@ const TREE: &str = "find /etc /var/lib /usr/local/bin /run /root /home -xdev \
                     -not -path '/run/airlock-lab*' -not -path /run/sshd.pid \
                     -printf '%p %M %u:%g\\n' | sort";
 
-/// Each host's file tree: path, mode and owner of every entry.
+/// Lists each host's file tree: path, mode and owner of every entry.
 fn trees(lab: &Lab) -> Vec<(String, String)> {
     lab.hosts
         .iter()
@@ -67,7 +67,7 @@ fn reset_restores_lab_file_trees() {
     let installed = trees(&lab);
     assert_ne!(before, installed, "the apply changed no host");
 
-    // Without a terminal, reset asks for --force and changes nothing.
+    // Without a terminal, reset requires --force and changes nothing.
     let refused = reset_command(&lab, &cluster)
         .stdin(Stdio::null())
         .output()

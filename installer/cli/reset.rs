@@ -27,7 +27,7 @@ pub struct ResetArgs {
     pub concurrency: u16,
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    /// The directory that holds the audit log the reset appends to.
+    /// The directory of the audit log that the reset appends to.
     #[arg(long, value_name = "DIR", default_value = "airlock-out")]
     pub out: PathBuf,
 }
@@ -102,7 +102,7 @@ fn confirm(cluster: &crate::config::Cluster) -> Result<(), CliError> {
         .map_err(CliError::failure)?;
     if answer.trim() != cluster.name {
         return Err(CliError::usage(anyhow::anyhow!(
-            "the answer {:?} is not the cluster name {:?}; nothing was reset",
+            "the input {:?} is not the cluster name {:?}, so nothing was reset",
             answer.trim(),
             cluster.name
         )));

@@ -133,6 +133,7 @@ async fn download(host: &Host, remote: &str, local: &Path) -> anyhow::Result<Sav
     if let Some(dir) = local.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+
     let mut file = std::fs::File::create(&partial)?;
     let mut hasher = crate::digest::Hasher::new();
     let mut size = 0u64;
@@ -158,6 +159,7 @@ async fn download(host: &Host, remote: &str, local: &Path) -> anyhow::Result<Sav
         }
     }
     file.sync_all()?;
+
     let computed = hasher.finish();
     if computed != expected {
         let _ = std::fs::remove_file(&partial);
@@ -207,7 +209,9 @@ pub fn read_restore_source(path: &Path) -> anyhow::Result<RestoreSource> {
             .split_whitespace()
             .next()
             .and_then(|hex| Digest::from_hex(hex).ok())
-            .ok_or_else(|| anyhow::anyhow!("{} holds no sha256 digest", checksum.display()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} contains no valid sha256 digest", checksum.display())
+            })?;
         if expected != digest {
             anyhow::bail!(
                 "the backup {} has sha256 {digest}, but {} expects {expected}",

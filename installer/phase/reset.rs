@@ -27,8 +27,8 @@ use crate::shell::quote;
 /// The directory of the k0s configuration and token; removed once empty.
 const K0S_CONFIG_DIR: &str = "/etc/k0s";
 
-/// Reads the newest blueprint stored on the controllers that `select` picks; `None` when none
-/// holds one (a cluster that never finished an apply).
+/// Reads the newest blueprint stored on the controllers that `select` picks. Returns `None` when
+/// no controller stores one, as in a cluster that never finished an apply.
 pub async fn newest_blueprint(
     run: &Run,
     select: impl Fn(&Node) -> bool,
@@ -55,7 +55,7 @@ pub async fn newest_blueprint(
     Ok(newest)
 }
 
-/// The files a blueprint records for the node at `label` (address or address:port): bundle
+/// Lists the files a blueprint records for the node at `label` (address or address:port): bundle
 /// files and files rendered for the host.
 fn recorded_files(blueprint: Option<&Blueprint>, label: &str) -> Vec<String> {
     blueprint
@@ -75,7 +75,7 @@ fn node_files(record: &NodeRecord) -> Vec<String> {
         .collect()
 }
 
-/// What a reset takes off one host.
+/// The k0s installation and airlock files a reset removes from one host.
 #[derive(Clone, Debug)]
 pub struct ResetTarget {
     pub binary: String,
@@ -96,7 +96,7 @@ impl ResetTarget {
         }
     }
 
-    /// The paths removed after `k0s reset`, sorted and without duplicates.
+    /// Lists the paths removed after `k0s reset`, sorted and without duplicates.
     pub fn removed_paths(&self) -> Vec<String> {
         let mut paths = vec![
             self.binary.clone(),
@@ -109,8 +109,8 @@ impl ResetTarget {
         paths
     }
 
-    /// The script that stops and resets k0s and removes airlock's files. `k0s reset` runs only
-    /// where the binary exists; a host where an install never began has nothing to reset.
+    /// Builds the script that stops and resets k0s and removes airlock's files. `k0s reset` runs
+    /// only where the binary exists, because a host where no install began has nothing to reset.
     pub fn script(&self) -> String {
         let binary = quote(&self.binary);
         let files: Vec<String> = self.removed_paths().iter().map(|p| quote(p)).collect();
@@ -194,7 +194,7 @@ async fn leave_etcd(host: &Host, paths: K0sPaths<'_>, peer_address: &str) -> any
     Ok(())
 }
 
-/// The address etcd knows a controller by: its private address, else its SSH address.
+/// Returns the etcd peer address of a controller: its private address, else its SSH address.
 fn peer_address(spec: &HostSpec) -> String {
     spec.private_address
         .map(|address| address.to_string())
@@ -406,7 +406,7 @@ async fn leave_cluster(run: &Run, index: usize) -> anyhow::Result<Vec<String>> {
 /// reset over SSH. Without `--prune` such nodes are only named.
 pub struct PruneNodes;
 
-/// The nodes the blueprint records that the cluster file does not list.
+/// Lists the nodes that the stored blueprint records and the cluster file does not list.
 async fn unlisted_nodes(run: &Run) -> Result<Vec<NodeRecord>, PhaseError> {
     let Some(blueprint) = newest_blueprint(run, |node| !node.spec.reset).await? else {
         return Ok(Vec::new());
@@ -509,8 +509,9 @@ async fn prune_node(run: &Run, record: &NodeRecord) -> anyhow::Result<Vec<String
 /// A host specification for a node that only the blueprint records: its address, port and
 /// private address from the record, everything else (SSH user and key, paths) from the leader.
 ///
-/// NOTE: a removed node whose SSH user, key or k0s paths differ from the leader's cannot be
-/// reached or is reset with the wrong paths; list it with `reset: true` for one apply instead.
+/// NOTE: the blueprint records no SSH user, key or k0s paths, so a removed node whose settings
+/// differ from the leader's fails to connect or is reset with the wrong paths. Listing such a
+/// host with `reset: true` for one apply avoids this.
 fn unlisted_spec(run: &Run, record: &NodeRecord) -> anyhow::Result<HostSpec> {
     let mut spec = run.leader().spec.clone();
     spec.ssh.address = HostAddress::parse(&record.address).map_err(|error| {
@@ -543,4 +544,45 @@ async fn connect_unlisted(run: &Run, spec: &HostSpec) -> anyhow::Result<Arc<Host
     };
     let session = Session::connect(&target, &policy, &run.settings.connect).await?;
     Ok(Arc::new(Host::new(session, target.user != "root")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_script_removes_airlock_files() {
+        let target = ResetTarget {
+            binary: "/usr/local/bin/k0s".into(),
+            data_dir: "/var/lib/k0s".into(),
+            reset_command: "/usr/local/bin/k0s reset --data-dir=/var/lib/k0s".into(),
+            files: vec![
+                "/etc/k0s/containerd.d/nvidia.toml".into(),
+                "/usr/local/bin/k0s".into(),
+            ],
+        };
+        assert_eq!(
+            target.removed_paths(),
+            [
+                "/etc/k0s/containerd.d/nvidia.toml",
+                "/etc/k0s/k0s.yaml",
+                "/etc/k0s/k0stoken",
+                "/usr/local/bin/k0s",
+            ]
+        );
+        let script = target.script();
+        assert!(
+            script.contains("/usr/local/bin/k0s reset --data-dir=/var/lib/k0s"),
+            "{script}"
+        );
+        assert!(
+            script.contains("rm -rf -- /var/lib/k0s/airlock"),
+            "{script}"
+        );
+        // Nested folders are removed before /etc/k0s, and only when empty.
+        assert!(
+            script.contains("for d in /etc/k0s/containerd.d /etc/k0s; do rmdir"),
+            "{script}"
+        );
+    }
 }
