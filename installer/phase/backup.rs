@@ -240,7 +240,7 @@ impl Phase<Run> for RestoreCluster {
     }
 
     fn should_run(&self, run: &Run) -> bool {
-        run.settings.restore_from.is_some() && !run.leader().k0s_running()
+        run.settings.restore_from.is_some()
     }
 
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
@@ -249,6 +249,15 @@ impl Phase<Run> for RestoreCluster {
             .restore_from
             .clone()
             .expect("checked by should_run");
+        // k0s restores only into a stopped, empty data directory, as on fresh hosts.
+        if run.leader().k0s_running() {
+            run.ui.warn(&format!(
+                "k0s already runs on {}, so {} is not restored; reset the cluster first to restore it",
+                run.leader().label(),
+                path.display()
+            ));
+            return Ok(());
+        }
         let source = read_restore_source(&path).map_err(|error| {
             PhaseError::new(error).with_help(
                 "pass the archive that `airlock backup` wrote, with its .sha256 file beside it",
@@ -315,5 +324,69 @@ impl Phase<Run> for RestoreCluster {
             source.digest
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive_with_checksum(checksum: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("k0s_backup.tar.gz");
+        std::fs::write(&archive, b"backup bytes").unwrap();
+        if let Some(text) = checksum {
+            std::fs::write(dir.path().join("k0s_backup.tar.gz.sha256"), text).unwrap();
+        }
+        (dir, archive)
+    }
+
+    #[test]
+    fn restore_source_matches_checksum() {
+        let digest = Digest::of_bytes(b"backup bytes");
+        let (_dir, archive) =
+            archive_with_checksum(Some(&format!("{}  k0s_backup.tar.gz\n", digest.hex())));
+        let source = read_restore_source(&archive).unwrap();
+        assert_eq!(source.digest, digest);
+    }
+
+    #[test]
+    fn restore_source_without_checksum_is_read() {
+        let (_dir, archive) = archive_with_checksum(None);
+        assert!(read_restore_source(&archive).is_ok());
+    }
+
+    #[test]
+    fn restore_source_rejects_other_digest() {
+        let other = Digest::of_bytes(b"other bytes");
+        let (_dir, archive) =
+            archive_with_checksum(Some(&format!("{}  k0s_backup.tar.gz\n", other.hex())));
+        let error = read_restore_source(&archive)
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(error.contains(&other.to_string()), "{error}");
+        assert!(error.contains("k0s_backup.tar.gz.sha256"), "{error}");
+    }
+
+    #[test]
+    fn restore_source_rejects_invalid_checksum_file() {
+        let (_dir, archive) = archive_with_checksum(Some("not a digest\n"));
+        let error = read_restore_source(&archive)
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(error.contains("no valid sha256 digest"), "{error}");
+    }
+
+    #[test]
+    fn restore_source_names_missing_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.tar.gz");
+        let error = read_restore_source(&missing)
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(error.contains("absent.tar.gz"), "{error}");
     }
 }
