@@ -132,3 +132,36 @@ fn backup_reset_restore_returns_state() {
         "no restore event"
     );
 }
+
+#[test]
+fn backup_without_cluster_fails() {
+    let Some(lab) = Lab::start("backup_without_cluster_fails", 1) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let saved = lab.dir.join("backup");
+    let output = backup_command(&lab, &cluster, &saved).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("k0s does not run on the leader"),
+        "{message}"
+    );
+    assert!(message.contains("airlock apply"), "{message}");
+    let archives = fs::read_dir(&saved)
+        .map(|entries| {
+            entries
+                .filter(|entry| {
+                    entry
+                        .as_ref()
+                        .unwrap()
+                        .path()
+                        .to_string_lossy()
+                        .ends_with(".tar.gz")
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(archives, 0);
+}

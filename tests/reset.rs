@@ -163,3 +163,29 @@ spec:
     assert!(log.contains("phase failed"), "{log}");
     assert!(!log.contains("\"Reset hosts\""), "{log}");
 }
+
+#[test]
+fn reset_dry_run_changes_nothing() {
+    let Some(lab) = Lab::start("reset_dry_run_changes_nothing", 2) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let installed = trees(&lab);
+
+    let output = reset_command(&lab, &cluster)
+        .arg("--dry-run")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let message = stderr(&output);
+    assert!(message.contains("would stop k0s"), "{message}");
+    assert!(message.contains("/etc/k0s/k0s.yaml"), "{message}");
+    assert!(message.contains("nothing was changed"), "{message}");
+    assert_eq!(trees(&lab), installed);
+}

@@ -263,6 +263,7 @@ impl Phase<Run> for RestoreCluster {
                 "pass the archive that `airlock backup` wrote, with its .sha256 file beside it",
             )
         })?;
+
         let leader = run.leader();
         let (host, label, paths) = (leader.host(), leader.label(), leader.k0s_paths());
         let restored = async {
@@ -294,6 +295,7 @@ impl Phase<Run> for RestoreCluster {
             result
         }
         .await;
+
         restored.map_err(|error| {
             PhaseError::new(HostFailure::new(label.clone(), error).into_error())
         })?;

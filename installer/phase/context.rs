@@ -257,8 +257,8 @@ impl Run {
             .collect()
     }
 
-    /// The digest the audit log's hash chain starts from when no log exists yet: the bundle's,
-    /// or for commands without a bundle, the digest of the cluster name.
+    /// Returns the digest that a new audit log's hash chain starts from: the bundle's, or for
+    /// commands without a bundle, the digest of the cluster name.
     pub fn audit_genesis(&self) -> Digest {
         match &self.bundle {
             Some(bundle) => bundle.digest(),
