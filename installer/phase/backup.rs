@@ -192,15 +192,14 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), PhaseError> {
 /// The archive `--restore-from` names, read and checked before any host is changed.
 pub struct RestoreSource {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
+    pub size: u64,
     pub digest: Digest,
 }
 
 /// Reads the archive and, where `<archive>.sha256` exists, checks the archive against it.
 pub fn read_restore_source(path: &Path) -> anyhow::Result<RestoreSource> {
-    let bytes = std::fs::read(path)
+    let (digest, size) = crate::digest::hash_file(path)
         .map_err(|error| anyhow::anyhow!("cannot read the backup {}: {error}", path.display()))?;
-    let digest = Digest::of_bytes(&bytes);
     let mut checksum = path.as_os_str().to_owned();
     checksum.push(".sha256");
     let checksum = PathBuf::from(checksum);
@@ -224,7 +223,7 @@ pub fn read_restore_source(path: &Path) -> anyhow::Result<RestoreSource> {
     }
     Ok(RestoreSource {
         path: path.to_path_buf(),
-        bytes,
+        size,
         digest,
     })
 }
@@ -270,10 +269,13 @@ impl Phase<Run> for RestoreCluster {
             let remote_dir = host.run("mktemp -d").await?.trim().to_string();
             let archive = format!("{remote_dir}/k0s_backup.tar.gz");
             let result = async {
+                // The host checks the digest before the archive is moved into place, so an archive
+                // changed after the check above is not restored.
+                let file = tokio::fs::File::open(&source.path).await?;
                 host.write_verified(
                     Placement::new(&archive, "0600"),
-                    source.bytes.as_slice(),
-                    source.bytes.len() as u64,
+                    file,
+                    source.size,
                     source.digest,
                     None,
                 )

@@ -109,8 +109,9 @@ impl ResetTarget {
         paths
     }
 
-    /// Builds the script that stops and resets k0s and removes airlock's files. `k0s reset` runs
-    /// only where the binary exists, because a host where no install began has nothing to reset.
+    /// Builds the script that stops and resets k0s, removes airlock's files and has systemd
+    /// forget the removed unit, as k0sctl does. `k0s reset` runs only where the binary exists,
+    /// because a host where no install began has nothing to reset.
     pub fn script(&self) -> String {
         let binary = quote(&self.binary);
         let files: Vec<String> = self.removed_paths().iter().map(|p| quote(p)).collect();
@@ -129,7 +130,8 @@ impl ResetTarget {
              if [ -x {binary} ]; then\n  {binary} stop >/dev/null 2>&1 || true\n  {reset}\nfi\n\
              rm -f -- {files}\n\
              rm -rf -- {airlock}\n\
-             for d in {dirs}; do rmdir -- \"$d\" 2>/dev/null || true; done",
+             for d in {dirs}; do rmdir -- \"$d\" 2>/dev/null || true; done\n\
+             if command -v systemctl >/dev/null; then systemctl daemon-reload 2>/dev/null || true; fi",
             reset = self.reset_command,
             files = files.join(" "),
             airlock = quote(&airlock_dir(&self.data_dir)),
