@@ -586,3 +586,171 @@ fn interrupted_apply_stops_cleanly() {
         .unwrap();
     assert!(resumed.status.success(), "{}", describe(&resumed));
 }
+
+/// Writes a copy of `cluster` that lists only its first `count` hosts.
+fn first_hosts(cluster: &std::path::Path, count: usize, name: &str) -> std::path::PathBuf {
+    let text = fs::read_to_string(cluster).unwrap();
+    let mut kept = Vec::new();
+    let mut seen = 0;
+    let mut in_hosts = false;
+    for line in text.lines() {
+        if line == "  hosts:" {
+            in_hosts = true;
+        } else if in_hosts && line.starts_with("    - role:") {
+            seen += 1;
+        } else if in_hosts && !line.starts_with("      ") {
+            in_hosts = false;
+        }
+        if !in_hosts || seen <= count {
+            kept.push(line);
+        }
+    }
+    let path = cluster.with_file_name(name);
+    fs::write(&path, kept.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn worker_joins_then_is_pruned() {
+    let Some(lab) = Lab::start("worker_joins_then_is_pruned", 3) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let all = cluster_file(&lab, &bundle, "");
+    let two = first_hosts(&all, 2, "two-hosts.yaml");
+    let output = apply_command(&lab, &two, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2"]));
+
+    // A host added to the file joins the running cluster.
+    let output = apply_command(&lab, &all, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+    let inits = events(&lab)
+        .iter()
+        .filter(|event| event["event"] == "init")
+        .count();
+    assert_eq!(inits, 1, "the cluster was initialised again");
+
+    // Without --prune, a host removed from the file stays and is named.
+    let output = apply_command(&lab, &two, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(stderr(&output).contains("--prune"), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+
+    let output = apply_command(&lab, &two, &bundle.bundle)
+        .arg("--prune")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let nodes = kubectl(&lab, "lab-1", "get nodes -o name");
+    assert!(!nodes.contains("lab-3"), "{nodes}");
+    let drained = events(&lab)
+        .iter()
+        .any(|event| event["event"] == "drain" && event.to_string().contains("lab-3"));
+    assert!(drained, "lab-3 was not drained");
+    let binary = lab.ssh_root(
+        "lab-3",
+        "test -e /usr/local/bin/k0s || test -e /var/lib/k0s",
+    );
+    assert!(!binary.status.success(), "lab-3 still holds k0s");
+    let log = fs::read_to_string(lab.dir.join("out/audit.log")).unwrap();
+    assert!(log.contains("drain and delete node lab-3"), "{log}");
+}
+
+#[test]
+fn marked_hosts_leave_and_reset() {
+    let Some(lab) = Lab::start_with(
+        "marked_hosts_leave_and_reset",
+        4,
+        &["--roles", "controller,controller,worker,worker"],
+    ) else {
+        return;
+    };
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    // Mark the second controller and the last worker; that worker gets a reset.after hook.
+    let text = fs::read_to_string(&cluster).unwrap();
+    let mut marked = Vec::new();
+    let mut seen = 0;
+    for line in text.lines() {
+        marked.push(line.to_string());
+        if line.starts_with("    - role:") {
+            seen += 1;
+            if seen == 2 || seen == 4 {
+                marked.push("      reset: true".to_string());
+            }
+            if seen == 4 {
+                marked.push("      hooks: {reset: {after: [\"touch reset.after\"]}}".to_string());
+            }
+        }
+    }
+    let marked_path = lab.dir.join("marked.yaml");
+    fs::write(&marked_path, marked.join("\n") + "\n").unwrap();
+    let output = apply_command(&lab, &marked_path, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let nodes = kubectl(&lab, "lab-1", "get nodes -o name");
+    assert!(!nodes.contains("lab-4"), "{nodes}");
+    assert!(nodes.contains("lab-3"), "{nodes}");
+    let etcd = common::stdout(&lab.ssh_root("lab-1", "k0s etcd member-list"));
+    assert!(
+        !etcd.contains(&format!("{}.12", lab.subnet)),
+        "etcd members: {etcd}"
+    );
+    assert!(
+        etcd.contains(&format!("{}.11", lab.subnet)),
+        "etcd members: {etcd}"
+    );
+    for host in ["lab-2", "lab-4"] {
+        let left = lab.ssh_root(
+            host,
+            "test -e /usr/local/bin/k0s || test -e /var/lib/k0s || test -e /etc/k0s",
+        );
+        assert!(!left.status.success(), "{host} still holds k0s files");
+    }
+    let order: Vec<String> = events(&lab)
+        .iter()
+        .filter(|event| {
+            ["drain", "delete-node", "etcd-leave", "reset"]
+                .contains(&event["event"].as_str().unwrap_or_default())
+        })
+        .map(|event| {
+            format!(
+                "{} {}",
+                event["event"].as_str().unwrap(),
+                event["host"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "drain lab-1",
+            "delete-node lab-1",
+            "reset lab-4",
+            "etcd-leave lab-2",
+            "reset lab-2"
+        ],
+        "events: {order:?}"
+    );
+    let home = common::stdout(&lab.ssh("lab-4", "ls"));
+    assert!(home.contains("reset.after"), "{home}");
+    // The blueprint no longer lists the reset hosts.
+    let blueprint = fs::read_to_string(lab.dir.join("out/blueprint.yaml")).unwrap();
+    assert!(
+        !blueprint.contains(&format!("address: {}.14", lab.subnet)),
+        "{blueprint}"
+    );
+    assert!(
+        blueprint.contains(&format!("address: {}.13", lab.subnet)),
+        "{blueprint}"
+    );
+}

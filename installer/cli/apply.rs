@@ -52,6 +52,14 @@ pub struct ApplyArgs {
     /// is read from AIRLOCK_KEY_PASSWORD or a prompt.
     #[arg(long, value_name = "KEY")]
     pub sign_blueprint: Option<PathBuf>,
+    /// Restore the cluster state from this `airlock backup` archive before the first controller
+    /// starts; checked against the .sha256 file beside it.
+    #[arg(long, value_name = "FILE")]
+    pub restore_from: Option<PathBuf>,
+    /// Drain, delete and reset the nodes that the stored blueprint records but the cluster file
+    /// no longer lists.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// The cluster files; shared by every command that works on a cluster.
@@ -172,6 +180,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(mut args: ApplyArgs, ui: &Ui) -> CliResult {
     let cluster = args.cluster.load_or_beside_binary(ui)?;
     let trust = trust_policy(&cluster, &args.keys, args.allow_unsigned)?;
+    // The archive is read and checked before any host is touched.
+    if let Some(path) = &args.restore_from {
+        phase::read_restore_source(path).map_err(|error| {
+            CliError::usage(error).help(
+                "pass the archive that `airlock backup` wrote, with its .sha256 file beside it",
+            )
+        })?;
+    }
     let bundle_path = super::media::bundle_or_beside_binary(args.bundle.as_deref(), ui)?;
     let bundle = Bundle::open(&bundle_path).map_err(super::bundle::verify_error)?;
     // The key is loaded first, so that a wrong password fails before any host is touched.
@@ -191,9 +207,11 @@ pub async fn run(mut args: ApplyArgs, ui: &Ui) -> CliResult {
         ready_timeout: args.ready_timeout,
         stack_timeout: args.stack_timeout,
         blueprint_key,
+        restore_from: args.restore_from.clone(),
+        prune: args.prune,
     };
     let description = node_summary(&cluster);
-    let mut run = Run::new(cluster, bundle, trust, settings, ui.clone(), "apply");
+    let mut run = Run::new(cluster, Some(bundle), trust, settings, ui.clone(), "apply");
     let mut phases = phase::apply();
     if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
         if !args.dry_run {

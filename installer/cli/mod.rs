@@ -3,6 +3,7 @@
 
 mod apply;
 mod audit;
+mod backup;
 mod blueprint;
 mod bundle;
 mod config;
@@ -10,6 +11,7 @@ mod key;
 mod kubeconfig;
 mod media;
 pub mod report;
+mod reset;
 mod status;
 mod upgrade;
 
@@ -75,6 +77,12 @@ pub enum Command {
     /// Print the admin kubeconfig of the cluster.
     Kubeconfig(kubeconfig::KubeconfigArgs),
 
+    /// Stop and remove k0s on every host, workers first; asks for confirmation unless --force.
+    Reset(reset::ResetArgs),
+
+    /// Save the cluster state with `k0s backup` on the leader, with its sha256 and blueprint.
+    Backup(backup::BackupArgs),
+
     /// Roll a running cluster forward to a newer bundle, one node at a time.
     Upgrade(upgrade::UpgradeArgs),
 
@@ -128,6 +136,8 @@ async fn dispatch(command: Command, ui: &Ui) -> CliResult {
         Command::Apply(args) => apply::run(args, ui).await,
         Command::Kubeconfig(args) => kubeconfig::run(args, ui).await,
         Command::Upgrade(args) => upgrade::run(args, ui).await,
+        Command::Reset(args) => reset::run(args, ui).await,
+        Command::Backup(args) => backup::run(args, ui).await,
         Command::Status(args) => status::run(args, ui).await,
         Command::Blueprint(command) => blueprint::run(command, ui).await,
         Command::Audit(command) => audit::run(command, ui),

@@ -80,8 +80,17 @@ pub async fn run(mut args: UpgradeArgs, ui: &Ui) -> CliResult {
         ready_timeout: args.ready_timeout,
         stack_timeout: args.stack_timeout,
         blueprint_key,
+        restore_from: None,
+        prune: false,
     };
-    let mut run = Run::new(cluster, bundle, trust, settings, ui.clone(), "upgrade");
+    let mut run = Run::new(
+        cluster,
+        Some(bundle),
+        trust,
+        settings,
+        ui.clone(),
+        "upgrade",
+    );
     let mut phases = phase::upgrade(usize::from(args.concurrency));
     if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
         if !args.dry_run {

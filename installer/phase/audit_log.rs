@@ -180,7 +180,7 @@ impl Phase<Run> for OpenAuditLog {
         let path = run.settings.out_dir.join(audit::FILE_NAME);
         let copies = controller_copies(run).await?;
         let source = catch_up(&path, &copies).await?;
-        let log = AuditLog::open(&path, run.bundle().digest())?;
+        let log = AuditLog::open(&path, run.audit_genesis())?;
         run.ui
             .println(&format!("audit log {}: {source}", path.display()));
         run.audit.attach(log);
@@ -230,6 +230,16 @@ pub async fn record_failure(run: &mut Run, error: &PhaseError) {
             result: format!("failed: {reason}"),
         });
     }
+    copy_to_controllers(run).await;
+}
+
+/// Writes the audit log head locally and brings the controllers' copies up to the local log,
+/// warning (not failing) where a controller cannot be reached.
+async fn copy_to_controllers(run: &Run) {
+    // A reset deletes the controllers' data directories, where the copies live.
+    if run.settings.mode == super::RunMode::Reset {
+        return;
+    }
     let Some(head) = run.audit.log().map(|log| log.head()) else {
         return;
     };
@@ -247,7 +257,7 @@ pub async fn record_failure(run: &mut Run, error: &PhaseError) {
     for node in run
         .nodes
         .iter()
-        .filter(|node| node.spec.role.is_controller())
+        .filter(|node| node.spec.role.is_controller() && !node.spec.reset)
     {
         let Some(host) = node.connection.clone() else {
             continue;
@@ -264,6 +274,26 @@ pub async fn record_failure(run: &mut Run, error: &PhaseError) {
         if let Err(error) = synced {
             tracing::warn!(host = %node.label(), error = %format!("{error:#}"), "cannot copy the audit log to the controller");
         }
+    }
+}
+
+/// Phase "Copy the audit log to the controllers": for commands that write no blueprint (which
+/// copies the log as part of its outputs).
+pub struct SyncAuditLog;
+
+#[async_trait]
+impl Phase<Run> for SyncAuditLog {
+    fn title(&self) -> &'static str {
+        "Copy the audit log to the controllers"
+    }
+
+    async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        copy_to_controllers(run).await;
+        Ok(())
+    }
+
+    async fn dry_run(&mut self, _run: &mut Run) -> Result<(), PhaseError> {
+        Ok(())
     }
 }
 

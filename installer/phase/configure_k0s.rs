@@ -42,7 +42,7 @@ impl ConfigureK0s {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, node)| node.spec.role.is_controller())
+            .filter(|(_, node)| node.spec.role.is_controller() && !node.spec.reset)
         {
             let peer = node
                 .spec

@@ -26,6 +26,10 @@ pub enum RunMode {
         /// Accept a bundle whose version is not newer than the installed one.
         allow_downgrade: bool,
     },
+    /// `airlock reset`: stop and remove k0s on every host.
+    Reset,
+    /// `airlock backup`: save the cluster state from the leader.
+    Backup,
 }
 
 /// The settings of a run that come from the command line.
@@ -46,6 +50,10 @@ pub struct RunSettings {
     pub stack_timeout: Option<Duration>,
     /// The key that signs the blueprint and the audit log head, from `--sign-blueprint`.
     pub blueprint_key: Option<SigningKey>,
+    /// A `k0s backup` archive that the leader restores before it starts, from `--restore-from`.
+    pub restore_from: Option<PathBuf>,
+    /// Whether nodes of the cluster that the cluster file no longer lists are removed.
+    pub prune: bool,
 }
 
 /// One host of the cluster file and what this run learned and did there.
@@ -107,7 +115,9 @@ impl Node {
 /// Everything a run carries between phases.
 pub struct Run {
     pub cluster: Cluster,
-    pub bundle_source: Bundle,
+    /// The bundle to verify and install from; `None` for commands that install nothing (reset,
+    /// backup).
+    pub bundle_source: Option<Bundle>,
     pub trust: TrustPolicy,
     bundle: Option<Arc<VerifiedBundle>>,
     pub nodes: Vec<Node>,
@@ -126,6 +136,9 @@ pub struct Run {
     pub stack_status: BTreeMap<Stack, StackOutcome>,
     /// The blueprint stored on the controllers, which upgrade reads to learn what runs.
     pub installed: Option<crate::blueprint::Blueprint>,
+    /// Nodes that the stored blueprint records and the cluster file no longer lists, kept in
+    /// the new blueprint because they still run (no `--prune`).
+    pub unlisted: Vec<crate::blueprint::record::NodeRecord>,
 }
 
 /// The outcome of a stack's readiness checks.
@@ -150,7 +163,7 @@ pub struct RecordedAction {
 impl Run {
     pub fn new(
         cluster: Cluster,
-        bundle_source: Bundle,
+        bundle_source: Option<Bundle>,
         trust: TrustPolicy,
         settings: RunSettings,
         ui: Ui,
@@ -190,6 +203,7 @@ impl Run {
             stacks: None,
             stack_status: BTreeMap::new(),
             installed: None,
+            unlisted: Vec::new(),
         }
     }
 
@@ -215,18 +229,41 @@ impl Run {
         &self.nodes[self.leader]
     }
 
-    /// Indexes of the controllers other than the leader, in file order.
+    /// Indexes of the controllers other than the leader, in file order, without those marked
+    /// `reset: true`.
     pub fn other_controllers(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&index| index != self.leader && self.nodes[index].spec.role.is_controller())
+            .filter(|&index| {
+                let spec = &self.nodes[index].spec;
+                index != self.leader && spec.role.is_controller() && !spec.reset
+            })
             .collect()
     }
 
-    /// Indexes of the plain workers, in file order.
+    /// Indexes of the plain workers, in file order, without those marked `reset: true`.
     pub fn workers(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&index| !self.nodes[index].spec.role.is_controller())
+            .filter(|&index| {
+                let spec = &self.nodes[index].spec;
+                !spec.role.is_controller() && !spec.reset
+            })
             .collect()
+    }
+
+    /// Indexes of the hosts marked `reset: true`, in file order.
+    pub fn marked_for_reset(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&index| self.nodes[index].spec.reset)
+            .collect()
+    }
+
+    /// Returns the digest that a new audit log's hash chain starts from: the bundle's, or for
+    /// commands without a bundle, the digest of the cluster name.
+    pub fn audit_genesis(&self) -> Digest {
+        match &self.bundle {
+            Some(bundle) => bundle.digest(),
+            None => Digest::of_bytes(self.cluster.name.as_bytes()),
+        }
     }
 
     pub fn dry_run(&self) -> bool {

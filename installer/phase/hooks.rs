@@ -2,13 +2,16 @@
 //! user (not through sudo), in the order written, as k0sctl runs them.
 //!
 //! `connect.after` runs once the facts of every host are gathered, and `install.before` and
-//! `install.after` run around each host's own `k0s install` and start (see `install.rs`).
+//! `install.after` run around each host's own `k0s install` and start (see `install.rs`). The
+//! `reset` hooks run on the hosts a reset takes off (every host for `airlock reset`, the hosts
+//! marked `reset: true` during `apply`), and the `backup` hooks on the leader, where `k0s backup`
+//! runs.
 //!
-//! NOTE: the `connect.before`, `reset` and `backup` hooks are loaded but not run.
+//! NOTE: the `connect.before` hooks are loaded but not run.
 
 use async_trait::async_trait;
 
-use super::context::Run;
+use super::context::{Node, Run};
 use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::config::{Hooks, Host as HostSpec};
 use crate::remote::Host;
@@ -84,11 +87,37 @@ pub fn record_install_hooks(run: &mut Run, index: usize, phase: &'static str) {
     }
 }
 
-/// Phase "Run hooks": the `action`/`stage` hooks of every host that has them.
+/// Phase "Run hooks": the `action`/`stage` hooks of every selected host that has them.
 pub struct RunHooks {
     pub action: &'static str,
     pub stage: &'static str,
     pub title: &'static str,
+    pub hosts: HookHosts,
+}
+
+/// The hosts whose hooks a [`RunHooks`] phase runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookHosts {
+    All,
+    Leader,
+    MarkedForReset,
+}
+
+impl RunHooks {
+    fn selected<'a>(&self, run: &'a Run) -> impl Iterator<Item = &'a Node> {
+        let hosts = self.hosts;
+        let (action, stage) = (self.action, self.stage);
+        run.nodes
+            .iter()
+            .enumerate()
+            .filter(move |(index, node)| match hosts {
+                HookHosts::All => true,
+                HookHosts::Leader => *index == run.leader,
+                HookHosts::MarkedForReset => node.spec.reset,
+            })
+            .map(|(_, node)| node)
+            .filter(move |node| !node.spec.hooks.commands(action, stage).is_empty())
+    }
 }
 
 #[async_trait]
@@ -98,17 +127,13 @@ impl Phase<Run> for RunHooks {
     }
 
     fn should_run(&self, run: &Run) -> bool {
-        run.nodes
-            .iter()
-            .any(|node| !node.spec.hooks.commands(self.action, self.stage).is_empty())
+        self.selected(run).next().is_some()
     }
 
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
         let (action, stage) = (self.action, self.stage);
-        let work: Vec<_> = run
-            .nodes
-            .iter()
-            .filter(|node| !node.spec.hooks.commands(action, stage).is_empty())
+        let work: Vec<_> = self
+            .selected(run)
             .map(|node| (node.host(), node.label(), node.spec.clone()))
             .collect();
         let ui = &run.ui;
@@ -140,7 +165,7 @@ impl Phase<Run> for RunHooks {
     }
 
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
-        for node in &run.nodes {
+        for node in self.selected(run) {
             for command in node.spec.hooks.commands(self.action, self.stage) {
                 run.ui.println(&format!(
                     "{}: would run {}.{} hook {command:?}",

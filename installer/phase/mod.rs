@@ -6,6 +6,7 @@
 //! order, before returning the error with the failed phase's title.
 
 mod audit_log;
+mod backup;
 mod configure_k0s;
 mod connect;
 pub mod context;
@@ -21,6 +22,7 @@ mod manifests;
 pub mod plan;
 mod preflight;
 mod render_stacks;
+mod reset;
 mod upgrade;
 mod upload;
 pub mod user_files;
@@ -35,8 +37,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 
 pub use audit_log::record_failure;
+pub use backup::read_restore_source;
 pub use context::{Node, RecordedAction, Run, RunMode, RunSettings, StackOutcome};
 pub use facts::{Facts, Gpu};
+use hooks::HookHosts;
 pub use hosts::{HostFailure, HostFailures, for_each_host, for_each_host_settled};
 pub use k0s_ops::K0sPaths;
 
@@ -54,25 +58,43 @@ pub fn apply() -> Vec<Box<dyn Phase<Run>>> {
             action: "connect",
             stage: "after",
             title: "Run the connect.after hooks",
+            hosts: hooks::HookHosts::All,
         }),
         Box::new(render_stacks::RenderStacks),
         Box::new(preflight::Preflight),
         Box::new(upload::Upload),
         Box::new(configure_k0s::ConfigureK0s),
+        Box::new(backup::RestoreCluster),
         Box::new(hooks::RunHooks {
             action: "apply",
             stage: "before",
             title: "Run the apply.before hooks",
+            hosts: HookHosts::All,
         }),
         Box::new(install::InitializeCluster),
         Box::new(install::JoinControllers),
         Box::new(install::JoinWorkers),
+        Box::new(hooks::RunHooks {
+            action: "reset",
+            stage: "before",
+            title: "Run the reset.before hooks",
+            hosts: HookHosts::MarkedForReset,
+        }),
+        Box::new(reset::ResetMarked),
+        Box::new(hooks::RunHooks {
+            action: "reset",
+            stage: "after",
+            title: "Run the reset.after hooks",
+            hosts: HookHosts::MarkedForReset,
+        }),
+        Box::new(reset::PruneNodes),
         Box::new(install_stacks::InstallStacks),
         Box::new(manifests::ApplyManifests),
         Box::new(hooks::RunHooks {
             action: "apply",
             stage: "after",
             title: "Run the apply.after hooks",
+            hosts: HookHosts::All,
         }),
         Box::new(write_blueprint::WriteBlueprint),
         Box::new(lock::ReleaseLocks),
@@ -91,6 +113,7 @@ pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
             action: "connect",
             stage: "after",
             title: "Run the connect.after hooks",
+            hosts: hooks::HookHosts::All,
         }),
         Box::new(upgrade::ReadInstalled),
         Box::new(upgrade::CheckUpgrade),
@@ -103,6 +126,7 @@ pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
             action: "upgrade",
             stage: "before",
             title: "Run the upgrade.before hooks",
+            hosts: HookHosts::All,
         }),
         Box::new(upgrade::UpgradeControllers),
         Box::new(upgrade::UpgradeWorkers {
@@ -113,8 +137,58 @@ pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
             action: "upgrade",
             stage: "after",
             title: "Run the upgrade.after hooks",
+            hosts: HookHosts::All,
         }),
         Box::new(write_blueprint::WriteBlueprint),
+        Box::new(lock::ReleaseLocks),
+    ]
+}
+
+/// The phases of `airlock reset`, in order: workers, then controllers, the leader last.
+pub fn reset() -> Vec<Box<dyn Phase<Run>>> {
+    vec![
+        Box::new(connect::Connect),
+        Box::new(lock::Lock),
+        Box::new(audit_log::OpenAuditLog),
+        Box::new(gather_facts::GatherFacts),
+        Box::new(hooks::RunHooks {
+            action: "reset",
+            stage: "before",
+            title: "Run the reset.before hooks",
+            hosts: HookHosts::All,
+        }),
+        Box::new(reset::ResetCluster),
+        Box::new(hooks::RunHooks {
+            action: "reset",
+            stage: "after",
+            title: "Run the reset.after hooks",
+            hosts: HookHosts::All,
+        }),
+        Box::new(lock::ReleaseLocks),
+    ]
+}
+
+/// The phases of `airlock backup`, in order.
+pub fn backup() -> Vec<Box<dyn Phase<Run>>> {
+    vec![
+        Box::new(connect::Connect),
+        Box::new(lock::Lock),
+        Box::new(audit_log::OpenAuditLog),
+        Box::new(gather_facts::GatherFacts),
+        Box::new(hooks::RunHooks {
+            action: "backup",
+            stage: "before",
+            title: "Run the backup.before hooks",
+            hosts: HookHosts::Leader,
+        }),
+        Box::new(backup::TakeBackup),
+        Box::new(hooks::RunHooks {
+            action: "backup",
+            stage: "after",
+            title: "Run the backup.after hooks",
+            hosts: HookHosts::Leader,
+        }),
+        Box::new(audit_log::SyncAuditLog),
         Box::new(lock::ReleaseLocks),
     ]
 }

@@ -32,7 +32,13 @@ impl Phase<Run> for Preflight {
             .parse()
             .map_err(PhaseError::new)?;
 
-        for (index, node) in run.nodes.iter().enumerate() {
+        // Hosts marked `reset: true` only leave the cluster, so what they run does not matter.
+        for (index, node) in run
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| !node.spec.reset)
+        {
             let facts = &node.facts;
             let problem = |text: String| (index, text);
             let mut found = Vec::new();
@@ -115,6 +121,10 @@ impl Preflight {
         };
         let mut work: Vec<(usize, _, String, Vec<PlannedFile>)> = Vec::new();
         for (index, node) in run.nodes.iter().enumerate() {
+            if node.spec.reset {
+                work.push((index, node.host(), node.label(), Vec::new()));
+                continue;
+            }
             let mut files = plan::bundle_files(
                 bundle,
                 &node.facts.architecture,

@@ -16,11 +16,18 @@ impl Phase<Run> for VerifyBundle {
         "Verify the bundle"
     }
 
+    fn should_run(&self, run: &Run) -> bool {
+        run.bundle_source.is_some()
+    }
+
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
+        let source = run
+            .bundle_source
+            .as_ref()
+            .expect("should_run checked that there is a bundle");
         // Hashing runs on rayon's threads; this task only waits for it.
-        let verified =
-            tokio::task::block_in_place(|| run.bundle_source.verify(&run.trust, &run.ui))
-                .map_err(verify_failure)?;
+        let verified = tokio::task::block_in_place(|| source.verify(&run.trust, &run.ui))
+            .map_err(verify_failure)?;
         let manifest = verified.manifest();
 
         let bundled: K0sVersion = manifest.k0s.version.parse().map_err(PhaseError::new)?;

@@ -25,9 +25,11 @@ pub fn build(
 ) -> Blueprint {
     let bundle = run.bundle();
     let manifest = bundle.manifest();
+    // Hosts marked `reset: true` left the cluster in this run.
     let nodes: Vec<NodeRecord> = run
         .nodes
         .iter()
+        .filter(|node| !node.spec.reset)
         .map(|node| {
             let name = node.node_name();
             let labels = run
@@ -85,6 +87,7 @@ pub fn build(
                 name,
             }
         })
+        .chain(run.unlisted.iter().cloned())
         .collect();
 
     let leader_files = &run.leader().placed;

@@ -91,6 +91,7 @@ pub async fn observe_hosts(
     let work: Vec<_> = run
         .nodes
         .iter()
+        .filter(|node| !node.spec.reset)
         .zip(&blueprint.nodes)
         .map(|(node, record)| {
             let mut paths: Vec<String> = record.files.keys().cloned().collect();
@@ -137,7 +138,7 @@ pub async fn sync_audit_logs(
     let controllers: Vec<_> = run
         .nodes
         .iter()
-        .filter(|node| node.spec.role.is_controller())
+        .filter(|node| node.spec.role.is_controller() && !node.spec.reset)
         .map(|node| {
             (
                 node.label(),

@@ -194,7 +194,7 @@ async fn push_to_controllers(run: &Run, outputs: &Outputs) -> Result<(), PhaseEr
     let controllers: Vec<_> = run
         .nodes
         .iter()
-        .filter(|node| node.spec.role.is_controller())
+        .filter(|node| node.spec.role.is_controller() && !node.spec.reset)
         .map(|node| (node.host(), node.label(), node.spec.data_dir.clone()))
         .collect();
     let files = &outputs.files;
