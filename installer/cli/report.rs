@@ -131,6 +131,25 @@ impl fmt::Debug for CliError {
 /// to report through its exit code (`status` reporting drift).
 pub type CliResult = Result<Status, CliError>;
 
+/// Writes a command's output to standard output. When the reader has closed the pipe early (as
+/// `airlock bundle inspect | head` does), the program ends quietly with status 0, as ripgrep
+/// does, instead of panicking in `println!`.
+pub fn print_output(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(Status::Success as i32)
+        }
+        Err(error) => Err(CliError::failure(error).context("cannot write to standard output")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,24 +175,5 @@ mod tests {
             error.to_string(),
             "error: `airlock upgrade` is not implemented yet"
         );
-    }
-}
-
-/// Writes a command's output to standard output. When the reader has closed the pipe early (as
-/// `airlock bundle inspect | head` does), the program ends quietly with status 0, as ripgrep
-/// does, instead of panicking in `println!`.
-pub fn print_output(text: &str) -> Result<(), CliError> {
-    use std::io::Write;
-
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
-            std::process::exit(Status::Success as i32)
-        }
-        Err(error) => Err(CliError::failure(error).context("cannot write to standard output")),
     }
 }
