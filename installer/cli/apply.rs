@@ -304,7 +304,12 @@ pub fn trust_policy(
 /// Reports a failed phase: which phase, every host's error, and what to do.
 pub fn phase_error(error: PhaseError) -> CliError {
     let PhaseError { phase, error, help } = error;
-    let error = CliError::failure(error).context(format!("phase \"{phase}\" failed"));
+    let error = match error.downcast_ref::<crate::phase::Interrupted>() {
+        Some(_) => CliError::failure(error)
+            .context(format!("stopped before phase \"{phase}\""))
+            .status(Status::Interrupted),
+        None => CliError::failure(error).context(format!("phase \"{phase}\" failed")),
+    };
     match help {
         Some(help) => error.help(help),
         None => error,

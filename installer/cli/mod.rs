@@ -145,7 +145,7 @@ async fn dispatch(command: Command, ui: &Ui) -> CliResult {
 }
 
 /// The first Ctrl-C lets the current phase finish and then stops cleanly (locks released); the
-/// second ends the process at once with status 130, as shells report SIGINT.
+/// second ends the process at once. Both exit with status 130, as shells report SIGINT.
 async fn watch_interrupts(ui: Ui) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;

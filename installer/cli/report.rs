@@ -17,6 +17,8 @@ pub enum Status {
     Drift = 3,
     /// A bug in airlock itself.
     Internal = 70,
+    /// Ctrl-C stopped the command, as shells report SIGINT.
+    Interrupted = 130,
 }
 
 impl From<Status> for ExitCode {

@@ -217,6 +217,11 @@ pub trait Phase<C: Send>: Send {
     async fn clean_up(&mut self, _context: &mut C) {}
 }
 
+/// Ctrl-C stopped the run between two phases.
+#[derive(Debug, thiserror::Error)]
+#[error("Ctrl-C was pressed; the phases before this one finished")]
+pub struct Interrupted;
+
 /// A failed phase: its title and the error. It is not a `std::error::Error` itself, so that any
 /// error converts into it with `?`.
 #[derive(Debug)]
@@ -282,7 +287,7 @@ pub async fn run_phases<C: Send>(
             continue;
         }
         if stop_requested() {
-            let mut error = PhaseError::new(anyhow::anyhow!("interrupted before this phase began"))
+            let mut error = PhaseError::new(Interrupted)
                 .with_help("run the same command again to continue where it stopped");
             error.phase = phase.title();
             if !dry_run && index > 0 {
