@@ -213,19 +213,10 @@ pub async fn run(mut args: ApplyArgs, ui: &Ui) -> CliResult {
     let description = node_summary(&cluster);
     let mut run = Run::new(cluster, Some(bundle), trust, settings, ui.clone(), "apply");
     let mut phases = phase::apply();
-    if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
-        if !args.dry_run {
-            phase::record_failure(&mut run, &error).await;
-        }
-        return Err(phase_error(error));
-    }
+    execute_phases(&mut phases, &mut run, ui, args.dry_run).await?;
 
     let elapsed = format_duration(ui.elapsed());
-    if args.dry_run {
-        ui.println(&format!(
-            "==> Dry run finished in {elapsed}; nothing was changed"
-        ));
-    } else {
+    if !args.dry_run {
         ui.println(&format!(
             "==> Finished in {elapsed}: k0s {} runs on {description}",
             run.bundle().manifest().k0s.version
@@ -299,6 +290,29 @@ pub fn trust_policy(
         tracing::warn!("unsigned bundles are allowed for this run");
     }
     Ok(TrustPolicy::new(keys, allow_unsigned))
+}
+
+/// Runs a command's phases, or their dry-run forms. A failure is recorded in the audit log
+/// (outside a dry run) and reported; a finished dry run says so.
+pub async fn execute_phases(
+    phases: &mut [Box<dyn phase::Phase<Run>>],
+    run: &mut Run,
+    ui: &Ui,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    if let Err(error) = phase::run_phases(phases, run, ui, dry_run).await {
+        if !dry_run {
+            phase::record_failure(run, &error).await;
+        }
+        return Err(phase_error(error));
+    }
+    if dry_run {
+        ui.println(&format!(
+            "==> Dry run finished in {}; nothing was changed",
+            format_duration(ui.elapsed())
+        ));
+    }
+    Ok(())
 }
 
 /// Reports a failed phase: which phase, every host's error, and what to do.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::apply::{ClusterArgs, ConnectionArgs, phase_error};
+use super::apply::{ClusterArgs, ConnectionArgs, execute_phases};
 use super::{CliError, CliResult, Status};
 use crate::bundle::TrustPolicy;
 use crate::phase::{self, Run, RunMode, RunSettings};
@@ -55,18 +55,9 @@ pub async fn run(args: ResetArgs, ui: &Ui) -> CliResult {
     let trust = TrustPolicy::new(Vec::new(), false);
     let mut run = Run::new(cluster, None, trust, settings, ui.clone(), "reset");
     let mut phases = phase::reset();
-    if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
-        if !args.dry_run {
-            phase::record_failure(&mut run, &error).await;
-        }
-        return Err(phase_error(error));
-    }
+    execute_phases(&mut phases, &mut run, ui, args.dry_run).await?;
     let elapsed = format_duration(ui.elapsed());
-    if args.dry_run {
-        ui.println(&format!(
-            "==> Dry run finished in {elapsed}; nothing was changed"
-        ));
-    } else {
+    if !args.dry_run {
         ui.println(&format!(
             "==> Finished in {elapsed}: k0s was reset on {hosts} host{}",
             if hosts == 1 { "" } else { "s" }

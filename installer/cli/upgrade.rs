@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::apply::ClusterArgs;
-use super::apply::{ConnectionArgs, phase_error, trust_policy};
+use super::apply::{ConnectionArgs, execute_phases, trust_policy};
 use super::key::load_secret_key;
 use super::{CliResult, Status};
 use crate::blueprint::SigningKey;
@@ -92,19 +92,10 @@ pub async fn run(mut args: UpgradeArgs, ui: &Ui) -> CliResult {
         "upgrade",
     );
     let mut phases = phase::upgrade(usize::from(args.concurrency));
-    if let Err(error) = phase::run_phases(&mut phases, &mut run, ui, args.dry_run).await {
-        if !args.dry_run {
-            phase::record_failure(&mut run, &error).await;
-        }
-        return Err(phase_error(error));
-    }
+    execute_phases(&mut phases, &mut run, ui, args.dry_run).await?;
 
     let elapsed = format_duration(ui.elapsed());
-    if args.dry_run {
-        ui.println(&format!(
-            "==> Dry run finished in {elapsed}; nothing was changed"
-        ));
-    } else {
+    if !args.dry_run {
         let manifest = run.bundle().manifest();
         ui.println(&format!(
             "==> Finished in {elapsed}: the cluster runs bundle {} version {} with k0s {}",
