@@ -275,6 +275,35 @@ async fn upload_verifies_then_skips() {
 }
 
 #[tokio::test]
+async fn upload_without_openssl_uses_sha256sum() {
+    let Some(lab) = Lab::start("upload_without_openssl_uses_sha256sum", 1) else {
+        return;
+    };
+    let host = connect(&lab, "lab-1").await;
+    // The host's private /usr/local/bin comes before /usr/bin in PATH, so this `openssl` hides
+    // the real one the way a host without OpenSSL's command-line tool would.
+    host.run("printf '#!/bin/sh\\nexit 127\\n' > /usr/local/bin/openssl && chmod 0755 /usr/local/bin/openssl")
+        .await
+        .unwrap();
+    let data = vec![7u8; 1 << 20];
+    let digest = Digest::of_bytes(&data);
+    let item = Ui::hidden().item("lab-1", None);
+    let path = "/var/lib/k0s/no-openssl.bin";
+    let outcome = host
+        .upload(
+            &data[..],
+            data.len() as u64,
+            digest,
+            Placement::new(path, "0644"),
+            &item,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, Upload::Copied);
+    assert_eq!(host.sha256(path).await.unwrap(), Some(digest));
+}
+
+#[tokio::test]
 async fn staged_upload_never_appears_half_written() {
     let Some(lab) = Lab::start("staged_upload_never_appears_half_written", 1) else {
         return;

@@ -244,8 +244,9 @@ impl Host {
     /// The sha256 of `path` computed on the host; `None` when the file does not exist.
     pub async fn sha256(&self, path: &str) -> Result<Option<Digest>, HostError> {
         let script = format!(
-            "if [ -f {0} ]; then sha256sum {0}; else exit 3; fi",
-            quote(path)
+            "if [ -f {0} ]; then {1}; else exit 3; fi",
+            quote(path),
+            sha256_command(&quote(path))
         );
         let output = self.run_output(&script).await?;
         match output.status {
@@ -386,7 +387,8 @@ impl Host {
             quote(&format!(".{name}.airlock-"))
         );
         let receive = format!(
-            "{create_parent}mkdir -p {dirs} && rm -f {leftovers} && umask 077 && cat > {quoted_temporary} && sha256sum {quoted_temporary}"
+            "{create_parent}mkdir -p {dirs} && rm -f {leftovers} && umask 077 && cat > {quoted_temporary} && {}",
+            sha256_command(&quoted_temporary)
         );
         let counted = CountingReader::new(source, item);
         let output = self
@@ -453,6 +455,15 @@ impl Host {
     pub async fn close(self) {
         self.session.close().await;
     }
+}
+
+/// Returns a shell command that prints the SHA-256 of the file at `quoted_path` first on its
+/// output line. It uses `openssl dgst` where the host has it, because OpenSSL hashes with the
+/// CPU's SHA instructions and coreutils' `sha256sum` does not. On a 2-vCPU AMD EPYC with SHA-NI,
+/// OpenSSL 3.0 hashed 1 GiB about 3 times as fast as coreutils 9.1, which made the hash check
+/// take longer than the upload itself.
+fn sha256_command(quoted_path: &str) -> String {
+    format!("{{ openssl dgst -sha256 -r {quoted_path} 2>/dev/null || sha256sum {quoted_path}; }}")
 }
 
 fn parent_dir(path: &str) -> String {
