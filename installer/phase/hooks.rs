@@ -7,7 +7,8 @@
 //! marked `reset: true` during `apply`), and the `backup` hooks on the leader, where `k0s backup`
 //! runs.
 //!
-//! NOTE: the `connect.before` hooks are loaded but not run.
+//! `connect.before` hooks are accepted but never run, as in k0sctl: a host cannot run a command
+//! before airlock is connected to it.
 
 use async_trait::async_trait;
 
