@@ -39,12 +39,7 @@ async fn main() -> anyhow::Result<()> {
         let Some((user, address)) = spec.split_once('@') else {
             bail!("expected USER@ADDRESS, got {spec:?}");
         };
-        let target = SshTarget {
-            address: address.to_string(),
-            port: 22,
-            user: user.to_string(),
-            key_path: Some(key.clone()),
-        };
+        let target = SshTarget::direct(address, 22, user, Some(key.clone()));
         let session = Session::connect(&target, &policy, &ConnectOptions::default()).await?;
         hosts.push(Host::new(session, user != "root"));
     }
