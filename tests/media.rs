@@ -569,6 +569,27 @@ fn image_size_below_minimum_is_usage_error() {
 }
 
 #[test]
+fn existing_file_is_not_overwritten_by_an_image() {
+    let fixture = SplitBundle::build();
+    let image = fixture.workspace.path("precious.tar.gz");
+    std::fs::write(&image, b"not an image").unwrap();
+    let output = fixture
+        .create_command()
+        .arg("--image")
+        .arg(&image)
+        .args(["--size", "64MiB"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("already exists"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(&image).unwrap(), b"not an image");
+}
+
+#[test]
 fn folder_with_foreign_file_is_rejected() {
     let fixture = SplitBundle::build();
     let media = fixture.workspace.path("media");
@@ -656,6 +677,17 @@ fn apply_and_upgrade_run_from_media() {
     assert!(apply.status.success(), "{}", describe(&apply));
     assert_picked(&apply, media.path(), "lab-1.tar.zst");
     assert_eq!(ready_nodes(&lab, "lab-1"), vec!["lab-1".to_string()]);
+
+    // Run from the media folder itself, apply writes its default airlock-out/ onto the media,
+    // and the media still verifies.
+    std::fs::create_dir(media.path().join("airlock-out")).unwrap();
+    std::fs::write(media.path().join("airlock-out/audit.log"), "{}\n").unwrap();
+    let verify = airlock()
+        .args(["media", "verify"])
+        .arg(media.path())
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", describe(&verify));
 
     let next_media = media_for(&next, &cluster);
     let upgrade = run_from_media(&lab, next_media.path(), "upgrade", &["--dry-run"]);

@@ -53,7 +53,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "KEY")]
     pub sign_blueprint: Option<PathBuf>,
     /// Restore the cluster state from this `airlock backup` archive before the first controller
-    /// starts; checked against the .sha256 file beside it.
+    /// starts; checked against the .sha256 file beside it (a missing one gives a warning).
     #[arg(long, value_name = "FILE")]
     pub restore_from: Option<PathBuf>,
     /// Drain, delete and reset the nodes that the stored blueprint records but the cluster file

@@ -143,36 +143,50 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
         allow_unsigned: args.allow_unsigned,
         sign: sign.as_ref(),
     };
+    if sign.is_none() {
+        ui.warn(
+            "SHA256SUMS will not be signed (no --sign): media verify then detects damage but not \
+             replaced media; the bundle keeps its own signature",
+        );
+    }
     let summary = tokio::task::block_in_place(|| media::create(&options, ui)).map_err(|error| {
         let help = match &error {
             MediaError::ReadBack { .. } => {
-                "the media returned other bytes than were written: use other media"
+                Some("the media returned other bytes than were written: use other media")
             }
-            MediaError::Write { .. } => {
+            MediaError::Write { .. } => Some(
                 "check that the media is mounted writable and has room, then run the same \
-                 command again: it continues where it stopped"
-            }
+                 command again: it continues where it stopped",
+            ),
             MediaError::NotEmpty { .. } => {
-                "check it with `airlock media verify`, or pass the mount point of empty media"
+                Some("check it with `airlock media verify`, or pass the mount point of empty media")
             }
             MediaError::NotADirectory { .. } | MediaError::ForeignFile { .. } => {
-                "pass the mount point of empty media"
+                Some("pass the mount point of empty media")
             }
-            MediaError::SplitTooLarge { .. } => "pass --split-size 4095MiB or less",
-            MediaError::ImageSize { .. } => "pass --size with at least 40MiB, for example 16GiB",
-            MediaError::ImageWrite { .. } => {
+            MediaError::SplitTooLarge { .. } => Some("pass --split-size 4095MiB or less"),
+            MediaError::ImageSize { .. } => {
+                Some("pass --size with at least 40MiB, for example 16GiB")
+            }
+            MediaError::ImageWrite { .. } => Some(
                 "when the image is full, pass a larger --size and run again: the files already \
-                 written are kept"
-            }
-            _ => "see the cause above",
+                 staged beside the image are kept",
+            ),
+            _ => None,
         };
         let usage = matches!(
             error,
-            MediaError::SplitTooLarge { .. } | MediaError::ImageSize { .. }
+            MediaError::SplitTooLarge { .. }
+                | MediaError::ImageSize { .. }
+                | MediaError::ImageExists { .. }
         );
-        match usage {
-            true => CliError::usage(error).help(help),
-            false => CliError::failure(error).help(help),
+        let error = match usage {
+            true => CliError::usage(error),
+            false => CliError::failure(error),
+        };
+        match help {
+            Some(help) => error.help(help),
+            None => error,
         }
     })?;
 
@@ -217,19 +231,25 @@ async fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
         .map_err(|error| {
             let help = match &error {
                 MediaVerifyError::Corrupt { .. } | MediaVerifyError::Missing { .. } => {
-                    "the media is damaged: write it again with `airlock media create`"
+                    Some("the media is damaged: write it again with `airlock media create`")
                 }
                 MediaVerifyError::Extra { .. } => {
-                    "remove the file if you put it there, or write the media again"
+                    Some("remove the file if you put it there, or write the media again")
                 }
-                MediaVerifyError::BadSignature { .. }
-                | MediaVerifyError::UntrustedKey { .. }
-                | MediaVerifyError::Unsigned => {
-                    "do not use this media: it was not signed by a trusted key"
+                MediaVerifyError::BadSignature { .. } | MediaVerifyError::UntrustedKey { .. } => {
+                    Some("do not use this media: it was not signed by a trusted key")
                 }
-                _ => "see the cause above",
+                MediaVerifyError::Unsigned => Some(
+                    "media written without --sign has an unsigned SHA256SUMS; verify it with \
+                     the bundle's own signature instead: airlock bundle verify PART --key KEY",
+                ),
+                _ => None,
             };
-            CliError::failure(error).help(help)
+            let error = CliError::failure(error);
+            match help {
+                Some(help) => error.help(help),
+                None => error,
+            }
         })?;
     let signed = match (report.signer, report.keys_from_media) {
         (Some(key), false) => format!("signed by trusted key {key}"),

@@ -54,9 +54,10 @@ pub const INSTALL: &str = "INSTALL.txt";
 // entries in a way fsck.vfat reports as damaged.
 pub const KEY_EXTENSION: &str = ".pub";
 
-/// Folders that operating systems create on removable media by themselves; they are neither
-/// written nor checked.
-pub const IGNORED_NAMES: &[&str] = &["System Volume Information", "lost+found"];
+/// Folders that media create neither writes nor checks: those that operating systems create on
+/// removable media by themselves, and `airlock-out`, where `apply` and `upgrade` run from the
+/// media write the blueprint and audit log by default.
+pub const IGNORED_NAMES: &[&str] = &["System Volume Information", "lost+found", "airlock-out"];
 
 /// The largest file FAT32 can hold: 4 GiB less one byte.
 pub const FAT32_MAX_FILE: u64 = (4 << 30) - 1;
@@ -107,8 +108,15 @@ pub enum MediaError {
     ForeignFile { path: PathBuf, name: String },
     #[error("the split size {size} exceeds the 4 GiB - 1 byte limit of FAT32 files on {path}")]
     SplitTooLarge { path: PathBuf, size: u64 },
-    #[error("the image size {size} is outside {min}..={max} bytes")]
+    #[error(
+        "the image size {} is outside the supported range of {} to {}",
+        crate::ui::format_bytes(*size), crate::ui::format_bytes(*min), crate::ui::format_bytes(*max)
+    )]
     ImageSize { size: u64, min: u64, max: u64 },
+    #[error(
+        "{path} already exists and is not an image that an interrupted run left; remove it or choose another name"
+    )]
+    ImageExists { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot sign {CHECKSUMS}: {reason}")]
@@ -169,6 +177,12 @@ pub fn create(options: &MediaOptions<'_>, ui: &Ui) -> Result<MediaSummary, Media
             // resumed through the same journal as a folder. The folder is deleted once the image
             // verifies.
             let staging = with_suffix(path, ".files");
+            // An interrupted run keeps its staging folder; any other existing file is not ours.
+            if path.exists() && !staging.is_dir() {
+                return Err(MediaError::ImageExists {
+                    path: path.to_path_buf(),
+                });
+            }
             fs::create_dir_all(&staging).map_err(write_error(&staging))?;
             reopen_finished(&staging).map_err(write_error(&staging))?;
             let summary = create_in_folder(options, &staging, bundle_digest, &policy, ui)?;
@@ -649,9 +663,10 @@ fn install_text(
     bundle_name: &str,
     options: &MediaOptions<'_>,
 ) -> String {
-    let key = match options.keys.is_empty() {
-        true => "",
-        false => " --key /path/to/your/copy/of/the/key.pub",
+    // An unsigned SHA256SUMS cannot pass a check with --key; the bundle's own signature can.
+    let key = match (options.keys.is_empty(), options.sign.is_some()) {
+        (false, true) => " --key /path/to/your/copy/of/the/key.pub",
+        _ => "",
     };
     let cluster = match options.cluster {
         Some(_) => String::new(),
@@ -668,8 +683,22 @@ fn install_text(
     text.push_str("1. Check every file on the media:\n");
     text.push_str(&format!("  ./airlock media verify .{key}\n"));
     text.push_str(&format!("  (without airlock: sha256sum -c {CHECKSUMS})\n"));
-    text.push_str("The *.pub keys on the media detect damage, but only a copy of the key that\n");
-    text.push_str("came by another way detects media that were replaced.\n\n");
+    if options.sign.is_some() {
+        text.push_str(
+            "The *.pub keys on the media detect damage, but only a copy of the key that\n",
+        );
+        text.push_str("came by another way detects media that were replaced.\n\n");
+    } else {
+        text.push_str(&format!(
+            "{CHECKSUMS} is not signed, so this detects damage only. The bundle\n"
+        ));
+        text.push_str(
+            "itself is signed: check it with a copy of the key that came by another way:\n",
+        );
+        text.push_str(&format!(
+            "  ./airlock bundle verify {bundle_name} --key /path/to/the/key.pub\n\n"
+        ));
+    }
     text.push_str("2. Install. Run from the media, airlock uses the bundle beside it,\n");
     text.push_str(&format!("   {bundle_name},"));
     match options.cluster {

@@ -20,14 +20,24 @@ use crate::remote::Host;
 /// A hook command that failed, named as k0sctl names it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "failed to execute hook {command:?} for action {action:?} stage {stage:?} on host {host}: {source}"
+    "failed to execute hook {command:?} for action {action:?} stage {stage:?} on host {host}: {reason}"
 )]
 pub struct HookError {
     pub command: String,
     pub action: &'static str,
     pub stage: &'static str,
     pub host: String,
-    pub source: crate::remote::HostError,
+    /// The exit status and standard error of the hook, or why it could not run.
+    pub reason: String,
+}
+
+/// Describes why a hook failed without repeating the host and command that [`HookError`] names.
+fn hook_failure(error: crate::remote::HostError) -> String {
+    match error {
+        crate::remote::HostError::Command { exit, stderr, .. } if stderr.is_empty() => exit,
+        crate::remote::HostError::Command { exit, stderr, .. } => format!("{exit}: {stderr}"),
+        other => other.to_string(),
+    }
 }
 
 /// Runs the `action`/`stage` hooks of one host in order, stopping at the first that fails.
@@ -47,7 +57,7 @@ pub async fn run_host_hooks(
                 action,
                 stage,
                 host: host.label().to_string(),
-                source,
+                reason: hook_failure(source),
             })?;
         tracing::info!(host = %host.label(), action, stage, command, "ran hook");
     }
