@@ -696,6 +696,12 @@ fn marked_hosts_leave_and_reset() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
+    // Two of the four hosts left the cluster.
+    assert!(
+        stderr(&output).contains("runs on 2 hosts"),
+        "{}",
+        describe(&output)
+    );
 
     let nodes = kubectl(&lab, "lab-1", "get nodes -o name");
     assert!(!nodes.contains("lab-4"), "{nodes}");

@@ -241,7 +241,9 @@ pub async fn run(mut args: ApplyArgs, ui: &Ui) -> CliResult {
 /// Describes the hosts of a cluster: `3 nodes (1 controller, 2 workers)`.
 fn node_summary(cluster: &Cluster) -> String {
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for host in &cluster.hosts {
+    // Hosts marked `reset: true` leave the cluster during the run.
+    let members: Vec<_> = cluster.hosts.iter().filter(|host| !host.reset).collect();
+    for host in &members {
         let role = host.role.as_str();
         match counts.iter_mut().find(|(name, _)| *name == role) {
             Some((_, count)) => *count += 1,
@@ -258,7 +260,7 @@ fn node_summary(cluster: &Cluster) -> String {
             }
         })
         .collect();
-    let hosts = cluster.hosts.len();
+    let hosts = members.len();
     format!(
         "{hosts} host{} ({})",
         if hosts == 1 { "" } else { "s" },

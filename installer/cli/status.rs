@@ -202,8 +202,10 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
     }
 
     let observations = observe(&blueprint, &hosts, concurrency).await;
+    // A host marked `reset: true` is expected to be absent from the blueprint.
     let unknown_hosts: Vec<String> = hosts
         .iter()
+        .filter(|host| !host.spec.reset)
         .map(Connected::label)
         .filter(|label| !blueprint.nodes.iter().any(|node| node.label() == *label))
         .collect();

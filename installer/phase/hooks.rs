@@ -122,7 +122,9 @@ impl RunHooks {
             .iter()
             .enumerate()
             .filter(move |(index, node)| match hosts {
-                HookHosts::All => true,
+                // A host marked `reset: true` leaves the cluster in this run, so only its
+                // connect and reset hooks run on it.
+                HookHosts::All => !node.spec.reset || matches!(action, "connect" | "reset"),
                 HookHosts::Leader => *index == run.leader,
                 HookHosts::MarkedForReset => node.spec.reset,
             })
