@@ -136,6 +136,9 @@ fn files_and_hooks_reach_the_host() {
     let text = stdout(&blueprint);
     assert!(text.contains("/etc/airlock-tool/bin/tool.sh"), "{text}");
     assert!(text.contains(&expected), "{text}");
+    // Each uploaded file is traced to its files[] entry, so no file lacks an origin.
+    assert!(text.contains("of the cluster file"), "{text}");
+    assert!(!text.contains("has no recorded origin"), "{text}");
 }
 
 #[test]

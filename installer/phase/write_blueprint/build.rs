@@ -81,9 +81,12 @@ pub fn build(
                                 digest: file.digest,
                                 reason: file.reason.clone(),
                             })
-                            .collect()
+                            .collect::<Vec<_>>()
                     })
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(cluster_file_uploads(node))
+                    .collect(),
                 name,
             }
         })
@@ -276,4 +279,24 @@ fn stack_archives(run: &Run) -> Vec<ArtifactRecord> {
             });
     }
     archives.into_values().collect()
+}
+
+/// The `files[]` entries of a node's cluster file, as host files with their origin, so that
+/// every file they placed is traced. Planning again reads the local files, which preflight
+/// already read successfully.
+fn cluster_file_uploads(node: &crate::phase::Node) -> Vec<HostFileRecord> {
+    match crate::phase::user_files::plan(&node.spec.files, &node.spec.data_dir) {
+        Ok(files) => files
+            .into_iter()
+            .map(|file| HostFileRecord {
+                reason: format!("files[] entry {} of the cluster file", file.name),
+                path: file.path,
+                digest: file.digest,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(host = %node.label(), %error, "cannot list the files[] uploads for the blueprint");
+            Vec::new()
+        }
+    }
 }
