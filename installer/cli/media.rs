@@ -168,6 +168,9 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
             MediaError::ImageSize { .. } => {
                 Some("pass --size with at least 40MiB, for example 16GiB")
             }
+            MediaError::Interrupted => {
+                Some("run the same command again to continue where it stopped")
+            }
             MediaError::ImageWrite { .. } => Some(
                 "when the image is full, pass a larger --size and run again: the files already \
                  staged beside the image are kept",
@@ -180,9 +183,11 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
                 | MediaError::ImageSize { .. }
                 | MediaError::ImageExists { .. }
         );
-        let error = match usage {
-            true => CliError::usage(error),
-            false => CliError::failure(error),
+        let interrupted = matches!(error, MediaError::Interrupted);
+        let error = match (usage, interrupted) {
+            (true, _) => CliError::usage(error),
+            (false, true) => CliError::failure(error).status(Status::Interrupted),
+            (false, false) => CliError::failure(error),
         };
         match help {
             Some(help) => error.help(help),

@@ -117,6 +117,8 @@ pub enum MediaError {
         "{path} already exists and is not an image that an interrupted run left; remove it or choose another name"
     )]
     ImageExists { path: PathBuf },
+    #[error("Ctrl-C was pressed; the files written so far are kept")]
+    Interrupted,
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot sign {CHECKSUMS}: {reason}")]
@@ -143,6 +145,15 @@ pub enum MediaError {
         path: PathBuf,
         source: Box<MediaVerifyError>,
     },
+}
+
+/// Ends the run between two files after a Ctrl-C; the journal keeps what was written, so the
+/// same command continues.
+fn stop_if_requested() -> Result<(), MediaError> {
+    match crate::phase::stop_requested() {
+        true => Err(MediaError::Interrupted),
+        false => Ok(()),
+    }
 }
 
 fn write_error(path: &Path) -> impl FnOnce(io::Error) -> MediaError + use<> {
@@ -280,6 +291,7 @@ fn create_in_folder(
         ui,
     )?;
     let bundle_name = parts.first().cloned().unwrap_or(archive_name.clone());
+    stop_if_requested()?;
 
     let exe = std::env::current_exe().map_err(write_error(&to.join(BINARY)))?;
     let mut sources: Vec<(String, Source)> = vec![(BINARY.into(), Source::File(exe))];
@@ -302,6 +314,7 @@ fn create_in_folder(
     sources.push((INSTALL.into(), Source::Bytes(install.into_bytes())));
     for (name, source) in &sources {
         write_file(to, name, source, &mut journal, &mut skipped, ui)?;
+        stop_if_requested()?;
     }
 
     ui.header("Verify the bundle read back from the media");
