@@ -116,6 +116,21 @@ fn unset_variable_is_warned_about() {
 }
 
 #[test]
+fn missing_key_file_is_warned_about() {
+    let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: cluster\nspec:\n  hosts:\n  \
+                - role: single\n    ssh: {address: 127.0.1.1, keyPath: /nonexistent/id_ed25519}\n";
+    let output = airlock(&["config", "validate", "-c", "-"], &[], Some(text));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "host 127.0.1.1: ssh.keyPath /nonexistent/id_ed25519 does not exist on this machine"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn substituted_position_maps_back_to_the_file() {
     let args = [
         "config",

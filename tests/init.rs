@@ -36,10 +36,14 @@ fn init_output_passes_validate() {
     let text = init_output();
     let directory = tempfile::tempdir().unwrap();
     std::fs::write(directory.path().join("cluster.yaml"), &text).unwrap();
+    // The example logs in with ~/.ssh/id_ed25519, which validate warns about when it is missing.
+    std::fs::create_dir(directory.path().join(".ssh")).unwrap();
+    std::fs::write(directory.path().join(".ssh/id_ed25519"), "").unwrap();
 
     let output = airlock()
         .args(["config", "validate", "-c", "cluster.yaml"])
         .current_dir(directory.path())
+        .env("HOME", directory.path())
         .output()
         .unwrap();
     assert_clean_success(&output);

@@ -31,15 +31,32 @@ pub fn init(_args: InitArgs) -> CliResult {
     Ok(Status::Success)
 }
 
-pub fn run(command: ConfigCommand, _ui: &Ui) -> CliResult {
+pub fn run(command: ConfigCommand, ui: &Ui) -> CliResult {
     match command {
-        ConfigCommand::Validate(args) => validate(args),
+        ConfigCommand::Validate(args) => validate(args, ui),
     }
 }
 
-/// Loads the files as apply would and prints a one-line summary.
-fn validate(args: ValidateArgs) -> CliResult {
+/// Loads the files as apply would and prints a one-line summary. A missing SSH key file is a
+/// warning, not an error, because review pipelines validate files on machines without the keys.
+fn validate(args: ValidateArgs, ui: &Ui) -> CliResult {
     let cluster = Cluster::load(&args.configs).map_err(load_error)?;
+    for host in &cluster.hosts {
+        let bastion = host.ssh.bastion.as_deref();
+        for (ssh, what) in std::iter::once((&host.ssh, "ssh.keyPath"))
+            .chain(bastion.map(|bastion| (bastion, "ssh.bastion.keyPath")))
+        {
+            if let Some(path) = &ssh.key_path
+                && !path.exists()
+            {
+                ui.warn(&format!(
+                    "host {}: {what} {} does not exist on this machine; apply cannot log in with it",
+                    host.ssh.address,
+                    path.display()
+                ));
+            }
+        }
+    }
     print_output(&format!("{}\n", summary(&cluster)))?;
     Ok(Status::Success)
 }
