@@ -55,8 +55,13 @@ fn backup_reset_restore_returns_state() {
     let state = cluster_state(&lab);
     assert!(state.1.contains("before-backup"), "{state:?}");
 
+    // The backup needs only the controllers: a hung worker does not stop it.
     let saved = lab.dir.join("backup");
+    let freeze = lab.run(&["freeze", "lab-2"]);
+    assert!(freeze.status.success(), "{}", describe(&freeze));
     let output = backup_command(&lab, &cluster, &saved).output().unwrap();
+    let thaw = lab.run(&["thaw", "lab-2"]);
+    assert!(thaw.status.success(), "{}", describe(&thaw));
     assert!(output.status.success(), "{}", describe(&output));
     let archive = archive_in(&saved);
     // The .sha256 file is in sha256sum's format, and the blueprint lies beside the archive.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::apply::{ClusterArgs, ConnectionArgs, execute_phases};
-use super::{CliResult, Status};
+use super::{CliError, CliResult, Status};
 use crate::bundle::TrustPolicy;
 use crate::phase::{self, Run, RunMode, RunSettings};
 use crate::ui::{Ui, format_duration};
@@ -27,7 +27,19 @@ pub struct BackupArgs {
 }
 
 pub async fn run(args: BackupArgs, ui: &Ui) -> CliResult {
-    let cluster = args.cluster.load()?;
+    let mut cluster = args.cluster.load()?;
+    if args.out.exists() && !args.out.is_dir() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--out {} is a file, not a directory",
+            args.out.display()
+        ))
+        .help(
+            "pass a directory for the archive, its .sha256 file, the blueprint and the audit log",
+        ));
+    }
+    // A backup runs on the leader and updates the audit log on the controllers, so a worker
+    // that is down does not stop it.
+    cluster.hosts.retain(|host| host.role.is_controller());
     let settings = RunSettings {
         mode: RunMode::Backup,
         dry_run: args.dry_run,
