@@ -656,6 +656,27 @@ fn worker_joins_then_is_pruned() {
     assert!(!binary.status.success(), "lab-3 still holds k0s");
     let log = fs::read_to_string(lab.dir.join("out/audit.log")).unwrap();
     assert!(log.contains("drain and delete node lab-3"), "{log}");
+
+    // A node whose machine is gone is removed through the leader alone.
+    let output = apply_command(&lab, &all, &bundle.bundle).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(ready_nodes(&lab, "lab-1"), names(&["lab-2", "lab-3"]));
+    let freeze = lab.run(&["freeze", "lab-3"]);
+    assert!(freeze.status.success(), "{}", describe(&freeze));
+    let output = apply_command(&lab, &two, &bundle.bundle)
+        .arg("--prune")
+        .output()
+        .unwrap();
+    let thaw = lab.run(&["thaw", "lab-3"]);
+    assert!(thaw.status.success(), "{}", describe(&thaw));
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("the host is not reset"),
+        "{}",
+        describe(&output)
+    );
+    let nodes = kubectl(&lab, "lab-1", "get nodes -o name");
+    assert!(!nodes.contains("lab-3"), "{nodes}");
 }
 
 #[test]

@@ -483,7 +483,21 @@ async fn prune_node(run: &Run, record: &NodeRecord) -> anyhow::Result<Vec<String
     let leader = run.leader();
     let (leader_host, leader_paths) = (leader.host(), leader.k0s_paths());
     let spec = unlisted_spec(run, record)?;
-    let host = connect_unlisted(run, &spec).await?;
+    // A node is often pruned because its machine died, so an unreachable host is removed from
+    // the cluster through the leader alone and left as it is.
+    let host = match connect_unlisted(run, &spec).await {
+        Ok(host) => Some(host),
+        Err(error) => {
+            run.ui.warn(&format!(
+                "{}: cannot connect ({error:#}); node {} is removed through the leader, but the \
+                 host is not reset: if the machine comes back, run `k0s reset` on it before \
+                 reusing it, or its kubelet registers the node again",
+                record.label(),
+                record.name
+            ));
+            None
+        }
+    };
     if remove_node(
         run,
         &leader_host,
@@ -498,9 +512,16 @@ async fn prune_node(run: &Run, record: &NodeRecord) -> anyhow::Result<Vec<String
     let spec = unlisted_spec(run, record)?;
     if record.is_controller() {
         let address = peer_address(&spec);
-        leave_etcd(&host, leader_paths, &address).await?;
+        // `k0s etcd leave --peer-address` removes any member, so the leader can remove a
+        // controller that cannot be reached.
+        let on = host.as_ref().unwrap_or(&leader_host);
+        leave_etcd(on, leader_paths, &address).await?;
         actions.push(format!("leave etcd as peer {address}"));
     }
+    let Some(host) = host else {
+        actions.push("leave the unreachable host as it is, without a reset".to_string());
+        return Ok(actions);
+    };
     let target = ResetTarget::new(&spec, node_files(record));
     reset_host(&host, &target).await?;
     actions.push(format!("stop k0s and run `{}`", target.reset_command));
