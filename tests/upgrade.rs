@@ -187,6 +187,12 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let Some(installed) = installed("dry_run_prints_the_plan_and_changes_nothing", 2, &[]) else {
         return;
     };
+    // A manifest that both bundles carry unchanged, edited on a host: the plan names the drift.
+    let manifest = "/var/lib/k0s/manifests/policy/pod-security.yaml";
+    let edit = installed
+        .lab
+        .ssh_root("lab-1", &format!("echo '# local edit' >> {manifest}"));
+    assert!(edit.status.success(), "{}", describe(&edit));
     let before = events(&installed.lab).len();
     let output = upgrade_command(&installed, &installed.new.bundle)
         .arg("--dry-run")
@@ -194,6 +200,10 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let text = stderr(&output);
+    assert!(
+        text.contains(&format!("{manifest} differs from the blueprint (drift)")),
+        "{text}"
+    );
     assert!(text.contains(&format!("k0s {OLD} -> {NEW}")), "{text}");
     assert!(text.contains("cordon, drain, stop"), "{text}");
     assert!(

@@ -165,17 +165,41 @@ impl Preflight {
             })
             .collect();
         let targets = &targets;
+        // What the installed blueprint records on each host, to tell drift from a new version.
+        let recorded: Vec<BTreeMap<String, crate::digest::Digest>> = run
+            .nodes
+            .iter()
+            .map(|node| {
+                run.installed
+                    .as_ref()
+                    .and_then(|blueprint| {
+                        blueprint
+                            .nodes
+                            .iter()
+                            .find(|record| record.label() == node.label())
+                    })
+                    .map(|record| record.files.clone().into_iter().collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let recorded = &recorded;
         let planned = for_each_host(
             work,
             run.settings.concurrency,
             |(index, host, label, mut files)| async move {
                 let failure = |e| HostFailure::new(label.clone(), e);
                 let (needs_binary, install_path, data_dir) = &targets[index];
+                let mut drifted = Vec::new();
                 for file in &mut files {
                     file.present =
                         host.sha256(&file.path).await.map_err(failure)? == Some(file.digest);
                     if !upgrading || file.present {
                         continue;
+                    }
+                    // The bundle brings the bytes the blueprint records here, yet the host holds
+                    // others: someone changed the file, and the upgrade puts it back.
+                    if recorded[index].get(&file.path) == Some(&file.digest) {
+                        drifted.push(file.path.clone());
                     }
                     // An upgrade must not replace what runs now: the new binary and manifests wait
                     // beside the running ones until their node or stack is upgraded.
@@ -194,11 +218,17 @@ impl Preflight {
                             host.sha256(&file.path).await.map_err(failure)? == Some(file.digest);
                     }
                 }
-                Ok((index, files))
+                Ok((index, files, drifted))
             },
         )
         .await?;
-        for (index, files) in planned {
+        for (index, files, drifted) in planned {
+            for path in drifted {
+                run.ui.warn(&format!(
+                    "{}: {path} differs from the blueprint (drift); the upgrade replaces it with the recorded file",
+                    run.nodes[index].label()
+                ));
+            }
             run.nodes[index].uploads = files;
         }
         Ok(())
