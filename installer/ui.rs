@@ -275,6 +275,11 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// Formats a count with its noun in the singular or plural: `1 host`, `3 hosts`.
+pub fn format_count(count: usize, singular: &str, plural: &str) -> String {
+    format!("{count} {}", if count == 1 { singular } else { plural })
+}
+
 /// Formats a byte count with binary units: `512 B`, `1.5 KiB`, `2.0 GiB`.
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -13,7 +13,7 @@ use crate::bundle::{Bundle, PublicKey, TrustPolicy};
 use crate::config::Cluster;
 use crate::phase::{self, PhaseError, Run, RunMode, RunSettings};
 use crate::remote::ConnectOptions;
-use crate::ui::{Ui, format_duration};
+use crate::ui::{Ui, format_count, format_duration};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -121,9 +121,9 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    /// The known_hosts file to use. A file named with `--known-hosts` must exist, unless
-    /// `--accept-new-host-keys` may start it in a folder that exists, so that a mistyped path
-    /// is reported rather than read as an empty list or created in new folders.
+    /// Returns the known_hosts file. A file named with `--known-hosts` must exist, unless
+    /// `--accept-new-host-keys` may start it in a folder that exists. So a mistyped path is
+    /// reported rather than read as an empty list or created in new folders.
     pub fn known_hosts_path(&self) -> Result<PathBuf, CliError> {
         let Some(path) = &self.known_hosts else {
             return Ok(std::env::home_dir()
@@ -252,18 +252,11 @@ fn node_summary(cluster: &Cluster) -> String {
     }
     let roles: Vec<String> = counts
         .into_iter()
-        .map(|(role, count)| {
-            if count == 1 {
-                format!("1 {role}")
-            } else {
-                format!("{count} {role}s")
-            }
-        })
+        .map(|(role, count)| format_count(count, role, &format!("{role}s")))
         .collect();
-    let hosts = members.len();
     format!(
-        "{hosts} host{} ({})",
-        if hosts == 1 { "" } else { "s" },
+        "{} ({})",
+        format_count(members.len(), "host", "hosts"),
         roles.join(", ")
     )
 }
@@ -295,7 +288,7 @@ pub fn trust_policy(
 }
 
 /// Runs a command's phases, or their dry-run forms. A failure is recorded in the audit log
-/// (outside a dry run) and reported; a finished dry run says so.
+/// (outside a dry run) and reported, and a finished dry run prints that nothing changed.
 pub async fn execute_phases(
     phases: &mut [Box<dyn phase::Phase<Run>>],
     run: &mut Run,
@@ -326,8 +319,5 @@ pub fn phase_error(error: PhaseError) -> CliError {
             .status(Status::Interrupted),
         None => CliError::failure(error).context(format!("phase \"{phase}\" failed")),
     };
-    match help {
-        Some(help) => error.help(help),
-        None => error,
-    }
+    error.maybe_help(help)
 }

@@ -470,10 +470,7 @@ fn build_error(error: BuildError) -> CliError {
         _ => (Status::Failure, None),
     };
     let error = CliError::failure(error).status(status);
-    match help {
-        Some(help) => error.help(help),
-        None => error,
-    }
+    error.maybe_help(help)
 }
 
 /// Chooses the exit status and help line of a failed download.
@@ -587,10 +584,7 @@ pub fn verify_error(error: VerifyError) -> CliError {
         _ => (Status::Failure, Some(DAMAGED.into())),
     };
     let error = CliError::failure(error).status(status);
-    match help {
-        Some(help) => error.help(help),
-        None => error,
-    }
+    error.maybe_help(help)
 }
 
 fn signature_help(error: &SignatureError) -> String {

@@ -136,8 +136,5 @@ pub fn key_error(error: KeyError) -> CliError {
         _ => Status::Usage,
     };
     let error = CliError::failure(error).status(status);
-    match help {
-        Some(help) => error.help(help),
-        None => error,
-    }
+    error.maybe_help(help)
 }

@@ -189,10 +189,7 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
             (false, true) => CliError::failure(error).status(Status::Interrupted),
             (false, false) => CliError::failure(error),
         };
-        match help {
-            Some(help) => error.help(help),
-            None => error,
-        }
+        error.maybe_help(help)
     })?;
 
     let total: u64 = summary.files.iter().map(|(_, size, _)| size).sum();
@@ -251,10 +248,7 @@ async fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
                 _ => None,
             };
             let error = CliError::failure(error);
-            match help {
-                Some(help) => error.help(help),
-                None => error,
-            }
+            error.maybe_help(help)
         })?;
     let signed = match (report.signer, report.keys_from_media) {
         (Some(key), false) => format!("signed by trusted key {key}"),

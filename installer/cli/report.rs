@@ -75,6 +75,14 @@ impl CliError {
         self
     }
 
+    /// Adds the `help:` line when there is one.
+    pub fn maybe_help(self, help: Option<impl Into<String>>) -> CliError {
+        match help {
+            Some(help) => self.help(help),
+            None => self,
+        }
+    }
+
     /// Adds one line of context above the underlying error.
     pub fn context(mut self, context: impl fmt::Display + Send + Sync + 'static) -> CliError {
         self.error = self.error.context(context);

@@ -10,7 +10,7 @@ use super::apply::{ClusterArgs, ConnectionArgs, execute_phases};
 use super::{CliError, CliResult, Status};
 use crate::bundle::TrustPolicy;
 use crate::phase::{self, Run, RunMode, RunSettings};
-use crate::ui::{Ui, format_duration};
+use crate::ui::{Ui, format_count, format_duration};
 
 #[derive(Debug, Args)]
 pub struct ResetArgs {
@@ -59,8 +59,8 @@ pub async fn run(args: ResetArgs, ui: &Ui) -> CliResult {
     let elapsed = format_duration(ui.elapsed());
     if !args.dry_run {
         ui.println(&format!(
-            "==> Finished in {elapsed}: k0s was reset on {hosts} host{}",
-            if hosts == 1 { "" } else { "s" }
+            "==> Finished in {elapsed}: k0s was reset on {}",
+            format_count(hosts, "host", "hosts")
         ));
     }
     Ok(Status::Success)

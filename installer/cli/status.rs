@@ -22,7 +22,7 @@ use crate::blueprint::{self, Blueprint};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::phase::K0sPaths;
 use crate::remote::{Host, HostKeyPolicy, JumpHosts, KnownHosts, Session, UserSshConfig};
-use crate::ui::Ui;
+use crate::ui::{Ui, format_count};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -244,7 +244,7 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
     if !unreachable.is_empty() {
         return Err(CliError::failure(anyhow::anyhow!(
             "{} could not be checked: {}",
-            count(unreachable.len(), "host", "hosts"),
+            format_count(unreachable.len(), "host", "hosts"),
             unreachable.join(", ")
         ))
         .help("the findings above cover the hosts that answered; make the other hosts reachable (their connection errors are listed above) and run status again"));
@@ -257,8 +257,8 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
             findings.iter().map(|f| f.host.as_str()).collect();
         ui.println(&format!(
             "drift: {} on {}, listed above",
-            count(findings.len(), "difference", "differences"),
-            count(drifted.len(), "host", "hosts")
+            format_count(findings.len(), "difference", "differences"),
+            format_count(drifted.len(), "host", "hosts")
         ));
         Ok(Status::Drift)
     }
@@ -363,11 +363,6 @@ async fn read_cluster(
         }
     }
     (label, live, cluster_id, readiness)
-}
-
-/// Formats a count with the singular or plural noun.
-fn count(n: usize, singular: &str, plural: &str) -> String {
-    format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
 /// Prints each host of the blueprint with its findings, or that it matches.

@@ -61,10 +61,10 @@ impl Phase<Run> for GatherFacts {
                 if facts.gpus.is_empty() {
                     String::new()
                 } else {
-                    match facts.gpus.len() {
-                        1 => ", 1 NVIDIA GPU".to_string(),
-                        gpus => format!(", {gpus} NVIDIA GPUs"),
-                    }
+                    format!(
+                        ", {}",
+                        crate::ui::format_count(facts.gpus.len(), "NVIDIA GPU", "NVIDIA GPUs")
+                    )
                 },
             ));
             node.facts = facts;
