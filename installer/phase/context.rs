@@ -64,6 +64,8 @@ pub struct Node {
     pub facts: Facts,
     /// The files this host needs, with whether it holds them already; decided in preflight.
     pub uploads: Vec<PlannedFile>,
+    /// The uploads of this host's `files[]` entries, with their origin, for the blueprint.
+    pub cluster_file_uploads: Vec<crate::blueprint::record::HostFileRecord>,
     /// Files this host holds from the bundle or from airlock, by path, with their digests.
     pub placed: BTreeMap<String, Digest>,
     /// Whether this run installed k0s here; a host that never became ready is reset on failure.
@@ -183,6 +185,7 @@ impl Run {
                 lock: None,
                 facts: Facts::default(),
                 uploads: Vec::new(),
+                cluster_file_uploads: Vec::new(),
                 placed: BTreeMap::new(),
                 installed_by_this_run: false,
                 became_ready: false,

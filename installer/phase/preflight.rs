@@ -1,5 +1,6 @@
 //! Phase "Preflight": fail before changing anything, naming every host and what to fix.
 
+use crate::blueprint::record::HostFileRecord;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -120,6 +121,7 @@ impl Preflight {
             None => Vec::new(),
         };
         let mut work: Vec<(usize, _, String, Vec<PlannedFile>)> = Vec::new();
+        let mut cluster_file_uploads = Vec::new();
         for (index, node) in run.nodes.iter().enumerate() {
             if node.spec.reset {
                 work.push((index, node.host(), node.label(), Vec::new()));
@@ -136,6 +138,15 @@ impl Preflight {
                 .map_err(|error| {
                     PhaseError::new(anyhow::Error::new(error).context(node.label()))
                 })?;
+            let records = user_files
+                .iter()
+                .map(|file| HostFileRecord {
+                    path: file.path.clone(),
+                    digest: file.digest,
+                    reason: format!("files[] entry {} of the cluster file", file.name),
+                })
+                .collect();
+            cluster_file_uploads.push((index, records));
             files.extend(user_files);
             if let Some(rendered) = &run.stacks {
                 files.extend(plan::stack_files(
@@ -196,8 +207,8 @@ impl Preflight {
                     if !upgrading || file.present {
                         continue;
                     }
-                    // The bundle brings the bytes the blueprint records here, yet the host holds
-                    // others: someone changed the file, and the upgrade puts it back.
+                    // The bundle brings the bytes the blueprint records here, but the host contains
+                    // others. Someone changed the file, and the upgrade puts it back.
                     if recorded[index].get(&file.path) == Some(&file.digest) {
                         drifted.push(file.path.clone());
                     }
@@ -230,6 +241,9 @@ impl Preflight {
                 ));
             }
             run.nodes[index].uploads = files;
+        }
+        for (index, records) in cluster_file_uploads {
+            run.nodes[index].cluster_file_uploads = records;
         }
         Ok(())
     }

@@ -85,7 +85,7 @@ pub fn build(
                     })
                     .unwrap_or_default()
                     .into_iter()
-                    .chain(cluster_file_uploads(node))
+                    .chain(node.cluster_file_uploads.iter().cloned())
                     .collect(),
                 name,
             }
@@ -279,24 +279,4 @@ fn stack_archives(run: &Run) -> Vec<ArtifactRecord> {
             });
     }
     archives.into_values().collect()
-}
-
-/// The `files[]` entries of a node's cluster file, as host files with their origin, so that
-/// every file they placed is traced. Planning again reads the local files, which preflight
-/// already read successfully.
-fn cluster_file_uploads(node: &crate::phase::Node) -> Vec<HostFileRecord> {
-    match crate::phase::user_files::plan(&node.spec.files, &node.spec.data_dir) {
-        Ok(files) => files
-            .into_iter()
-            .map(|file| HostFileRecord {
-                reason: format!("files[] entry {} of the cluster file", file.name),
-                path: file.path,
-                digest: file.digest,
-            })
-            .collect(),
-        Err(error) => {
-            tracing::warn!(host = %node.label(), %error, "cannot list the files[] uploads for the blueprint");
-            Vec::new()
-        }
-    }
 }
