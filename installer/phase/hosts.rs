@@ -28,7 +28,7 @@ impl HostFailure {
         }
     }
 
-    /// The error with its causes, led by the host unless the error already names it first.
+    /// Formats the error with its causes, led by the host unless the error names it first.
     fn message(&self) -> String {
         let error = format!("{:#}", self.error);
         let prefix = format!("{}: ", self.host);

@@ -379,8 +379,8 @@ impl Host {
             ),
             None => String::new(),
         };
-        // A run killed mid-upload leaves its temporary file; the host lock means no other run
-        // writes this name now, so every earlier temporary file of it can go.
+        // A run killed mid-upload leaves its temporary file behind. The host lock means no other
+        // run writes this name now, so every earlier temporary file of it can go.
         let leftovers = format!(
             "{}/{}*",
             quote(&staging),

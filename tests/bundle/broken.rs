@@ -924,7 +924,7 @@ fn pack_into_missing_directory_fails_without_hanging() {
     let bundle = workspace.build("lab", 1, None);
     let output = workspace.path("missing/lab.tar.zst");
     // Small parts once made the tar thread block forever on a full queue after the part writer
-    // failed; `timeout` turns such a hang into exit status 124.
+    // failed. `timeout` turns such a hang into exit status 124.
     let result = tool(
         "timeout",
         &[
