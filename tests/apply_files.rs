@@ -4,6 +4,8 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use airlock::digest::Digest;
 use common::apply::{SignedBundle, apply_command, cluster_file};
@@ -168,5 +170,57 @@ fn failing_hook_stops_apply() {
     assert!(
         !k0s.status.success(),
         "k0s was installed after the hook failed"
+    );
+}
+
+#[test]
+fn bundle_file_changed_after_verification_is_named() {
+    let Some(lab) = Lab::start_with(
+        "bundle_file_changed_after_verification_is_named",
+        1,
+        &["--roles", "single"],
+    ) else {
+        return;
+    };
+    // The hook holds the apply after the bundle was verified and before anything is uploaded,
+    // until the test has changed the bundle's k0s file.
+    add_to_host(
+        &lab,
+        "      hooks:\n        connect: { after: [\"touch /run/held; while [ ! -e /run/go ]; do sleep 0.1; done\"] }\n",
+    );
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let child = apply_command(&lab, &cluster, &bundle.bundle)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lab.ssh_root("lab-1", "test -e /run/held").status.success() {
+        assert!(Instant::now() < deadline, "the hook never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let manifest = fs::read_to_string(bundle.bundle.join("bundle.yaml")).unwrap();
+    let k0s = manifest
+        .split("- name: k0s\n")
+        .nth(1)
+        .and_then(|entry| entry.split("digest: sha256:").nth(1))
+        .map(|rest| rest[..64].to_string())
+        .expect("bundle.yaml lists the k0s artifact");
+    let blob = bundle.bundle.join("blobs/sha256").join(&k0s);
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[10] ^= 0xff;
+    fs::write(&blob, bytes).unwrap();
+    assert!(lab.ssh_root("lab-1", "touch /run/go").status.success());
+
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(text.contains("changed since verification"), "{text}");
+    assert!(text.contains(&k0s), "{text}");
+    let installed = lab.ssh_root("lab-1", "test -e /usr/local/bin/k0s");
+    assert!(
+        !installed.status.success(),
+        "the changed k0s file was installed"
     );
 }

@@ -246,6 +246,13 @@ async fn upload_verifies_then_skips() {
         assert_eq!(first, Upload::Copied, "{name}");
         assert_eq!(host.sha256(path).await.unwrap(), Some(digest));
         assert_eq!(
+            host.sha256_each(&["/var/lib/k0s/images/none", path, "/var/lib/k0s"])
+                .await
+                .unwrap(),
+            [None, Some(digest), None],
+            "a missing file and a folder have no digest"
+        );
+        assert_eq!(
             host.run(&format!("stat -c %a {path}"))
                 .await
                 .unwrap()
@@ -285,13 +292,16 @@ async fn upload_without_openssl_uses_sha256sum() {
     host.run("printf '#!/bin/sh\\nexit 127\\n' > /usr/local/bin/openssl && chmod 0755 /usr/local/bin/openssl")
         .await
         .unwrap();
-    let data = vec![7u8; 1 << 20];
-    let digest = Digest::of_bytes(&data);
-    let item = Ui::hidden().item("lab-1", None);
-    let path = "/var/lib/k0s/no-openssl.bin";
+    upload_and_check(&host, &vec![7u8; 1 << 20], "/var/lib/k0s/no-openssl.bin").await;
+}
+
+/// Uploads `data` to `path` and checks that it was copied and hashes the same on the host.
+async fn upload_and_check(host: &Host, data: &[u8], path: &str) {
+    let digest = Digest::of_bytes(data);
+    let item = Ui::hidden().item(host.label(), None);
     let outcome = host
         .upload(
-            &data[..],
+            data,
             data.len() as u64,
             digest,
             Placement::new(path, "0644"),
@@ -365,6 +375,86 @@ async fn upload_with_wrong_digest_leaves_nothing() {
     assert_eq!(host.run("ls -A /var/lib/k0s").await.unwrap().trim(), "");
 }
 
+/// Large enough that the host hashes the bytes as they arrive where it has python3.
+const STREAMED: usize = 40 << 20;
+
+#[tokio::test]
+async fn large_upload_is_hashed_as_it_arrives() {
+    let Some(lab) = Lab::start("large_upload_is_hashed_as_it_arrives", 2) else {
+        return;
+    };
+    let data: Vec<u8> = (0..STREAMED as u32).map(|i| (i % 241) as u8).collect();
+    let digest = Digest::of_bytes(&data);
+    let ui = Ui::hidden();
+    for name in ["lab-1", "lab-2"] {
+        let host = connect(&lab, name).await;
+        // With these in the host's private /usr/local/bin, ahead of /usr/bin in PATH, only the
+        // streaming receiver can write and hash the file.
+        host.run(
+            "for tool in cat openssl sha256sum; do \
+               printf '#!/bin/sh\\nexit 1\\n' > /usr/local/bin/$tool && chmod 0755 /usr/local/bin/$tool; \
+             done",
+        )
+        .await
+        .unwrap();
+        let path = "/var/lib/k0s/images/streamed.tar";
+        let item = ui.item(name, Some(data.len() as u64));
+        let placement = Placement::new(path, "0640");
+        host.upload(&data[..], data.len() as u64, digest, placement, &item)
+            .await
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        host.run("rm /usr/local/bin/cat /usr/local/bin/openssl /usr/local/bin/sha256sum")
+            .await
+            .unwrap();
+        assert_eq!(host.sha256(path).await.unwrap(), Some(digest), "{name}");
+        assert_eq!(
+            host.run(&format!("stat -c %a {path}"))
+                .await
+                .unwrap()
+                .trim(),
+            "640"
+        );
+        assert_eq!(
+            host.run("ls -A /var/lib/k0s/images").await.unwrap().trim(),
+            "streamed.tar",
+            "no temporary files may remain on {name}"
+        );
+
+        let claimed = Digest::of_bytes(b"other bytes");
+        let placement = Placement::new("/var/lib/k0s/images/wrong.tar", "0644");
+        let error = host
+            .upload(&data[..], data.len() as u64, claimed, placement, &item)
+            .await
+            .unwrap_err();
+        match &error {
+            HostError::DigestMismatch { computed, .. } => assert_eq!(*computed, digest),
+            other => panic!("{name}: expected a digest mismatch, got: {other}"),
+        }
+        assert_eq!(
+            host.run("ls -A /var/lib/k0s/images").await.unwrap().trim(),
+            "streamed.tar",
+            "a rejected upload leaves nothing on {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn large_upload_without_python_is_hashed_after_the_transfer() {
+    let Some(lab) = Lab::start(
+        "large_upload_without_python_is_hashed_after_the_transfer",
+        1,
+    ) else {
+        return;
+    };
+    let host = connect(&lab, "lab-1").await;
+    // A file without execute permission over python3, in the host's own mount namespace, hides
+    // it from `command -v` as on a host without Python.
+    host.run("touch /run/no-python && mount --bind /run/no-python \"$(command -v python3)\" && ! command -v python3")
+        .await
+        .unwrap();
+    upload_and_check(&host, &vec![9u8; STREAMED], "/var/lib/k0s/no-python.bin").await;
+}
+
 #[tokio::test]
 async fn full_disk_is_reported_before_upload() {
     let Some(lab) = Lab::start_with(
@@ -428,6 +518,45 @@ async fn disk_filling_up_mid_write_is_reported() {
         HostError::Write { stderr, path, .. } => {
             assert!(stderr.contains("No space left"), "{stderr}");
             assert_eq!(path, "/var/lib/k0s/mid.bin");
+        }
+        other => panic!("expected a write error, got: {other}"),
+    }
+    assert_eq!(
+        host.run("ls -A /var/lib/k0s").await.unwrap().trim(),
+        "",
+        "temporary file left behind"
+    );
+}
+
+#[tokio::test]
+async fn disk_filling_up_during_a_streamed_write_is_reported() {
+    let Some(lab) = Lab::start_with(
+        "disk_filling_up_during_a_streamed_write_is_reported",
+        1,
+        &["--disk-size", "16M"],
+    ) else {
+        return;
+    };
+    let host = connect(&lab, "lab-1").await;
+    host.run("mkdir -p /var/lib/k0s").await.unwrap();
+    let data = vec![4u8; STREAMED];
+    // Without the free-space check of `upload`, the bytes meet a disk too small for them.
+    let error = host
+        .write_verified(
+            Placement::new("/var/lib/k0s/streamed.bin", "0644"),
+            &data[..],
+            data.len() as u64,
+            Digest::of_bytes(&data),
+            None,
+        )
+        .await
+        .unwrap_err();
+    match &error {
+        HostError::Write { stderr, path, .. } => {
+            // The streaming receiver names the temporary file; `cat` would not.
+            assert!(stderr.contains(".streamed.bin.airlock-"), "{stderr}");
+            assert!(stderr.contains("No space left on device"), "{stderr}");
+            assert_eq!(path, "/var/lib/k0s/streamed.bin");
         }
         other => panic!("expected a write error, got: {other}"),
     }

@@ -197,6 +197,24 @@ impl VerifiedBundle {
         ))
     }
 
+    /// Opens a blob for a consumer that checks the digest itself, such as an upload that the
+    /// host hashes and compares with the signed digest before it keeps the file. Reading stops at
+    /// the verified size; [`Self::check_blob`] tells afterwards whether the file still matches.
+    pub fn open_blob_unchecked(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ReadError> {
+        Ok(self.open_blob(digest)?.inner)
+    }
+
+    /// Reads a blob to the end and fails if it no longer matches its verified digest.
+    pub fn check_blob(&self, digest: &Digest) -> Result<(), ReadError> {
+        let mut reader = self.open_blob(digest)?;
+        io::copy(&mut reader, &mut io::sink()).map_err(|source| ReadError::Io {
+            bundle: self.path.display().to_string(),
+            digest: *digest,
+            source,
+        })?;
+        Ok(())
+    }
+
     /// Opens an artifact's blob; see [`Self::open_blob`].
     pub fn open_artifact(&self, artifact: &Artifact) -> Result<BlobReader, ReadError> {
         self.open_blob(&artifact.digest)

@@ -9,7 +9,7 @@ use super::context::Run;
 use super::plan::{self, PlannedFile};
 use super::{HostFailure, HostFailures, Phase, PhaseError, for_each_host};
 use crate::k0s::{K0sVersion, RunningRole};
-use crate::ui::format_bytes;
+use crate::ui::{format_bytes, format_count};
 
 /// The largest clock difference between a host and this machine that k0s tolerates; certificates
 /// and tokens break beyond it. k0sctl uses the same limit.
@@ -101,7 +101,10 @@ impl Phase<Run> for Preflight {
             }
         }
         fail_on(run, problems)?;
-        run.ui.println(&format!("{} hosts passed", run.nodes.len()));
+        run.ui.println(&format!(
+            "{} passed",
+            format_count(run.nodes.len(), "host", "hosts")
+        ));
         Ok(())
     }
 
@@ -201,9 +204,10 @@ impl Preflight {
                 let failure = |e| HostFailure::new(label.clone(), e);
                 let (needs_binary, install_path, data_dir) = &targets[index];
                 let mut drifted = Vec::new();
-                for file in &mut files {
-                    file.present =
-                        host.sha256(&file.path).await.map_err(failure)? == Some(file.digest);
+                let paths: Vec<&str> = files.iter().map(|file| file.path.as_str()).collect();
+                let digests = host.sha256_each(&paths).await.map_err(failure)?;
+                for (file, digest) in files.iter_mut().zip(digests) {
+                    file.present = digest == Some(file.digest);
                     if !upgrading || file.present {
                         continue;
                     }

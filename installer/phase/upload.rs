@@ -10,8 +10,8 @@ use super::plan::{FileSource, PlannedFile, bundle_images};
 use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::bundle::VerifiedBundle;
 use crate::remote::stream::{async_pipe, async_reader};
-use crate::remote::{Host, Placement};
-use crate::ui::{Item, format_bytes};
+use crate::remote::{Host, HostError, Placement};
+use crate::ui::{Item, format_bytes, format_count};
 
 pub struct Upload;
 
@@ -59,8 +59,8 @@ impl Phase<Run> for Upload {
                     }
                 }
                 item.finish(&format!(
-                    "{} files, {}",
-                    files.iter().filter(|f| !f.present).count(),
+                    "{}, {}",
+                    format_count(files.iter().filter(|f| !f.present).count(), "file", "files"),
                     format_bytes(total)
                 ));
                 Ok(())
@@ -135,9 +135,11 @@ async fn upload_one(
         placement = placement.with_dir_mode(dir_mode);
     }
     let reader: Box<dyn std::io::Read + Send> = match &file.source {
-        FileSource::Blob(digest) => {
-            Box::new(tokio::task::block_in_place(|| bundle.open_blob(digest))?)
-        }
+        // The host hashes the bytes it receives and compares them with the signed digest, so
+        // they are not hashed a second time here; a mismatch is traced below.
+        FileSource::Blob(digest) => Box::new(tokio::task::block_in_place(|| {
+            bundle.open_blob_unchecked(digest)
+        })?),
         // The digest was computed when the upload was planned, so a file changed since then
         // fails the check on the host.
         FileSource::Local(path) => Box::new(
@@ -163,13 +165,22 @@ async fn upload_one(
             return Ok(());
         }
     };
-    host.write_verified(
-        placement,
-        async_reader(reader),
-        file.size,
-        file.digest,
-        Some(item),
-    )
-    .await?;
+    let written = host
+        .write_verified(
+            placement,
+            async_reader(reader),
+            file.size,
+            file.digest,
+            Some(item),
+        )
+        .await;
+    if let (Err(HostError::DigestMismatch { .. }), FileSource::Blob(digest)) =
+        (&written, &file.source)
+    {
+        // Tell a bundle file that changed since it was verified from bytes that changed on
+        // their way to the host.
+        tokio::task::block_in_place(|| bundle.check_blob(digest))?;
+    }
+    written?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use russh::client::{self, Handle};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::ssh_key::PublicKey;
@@ -273,6 +274,20 @@ impl Output {
 /// than an unbounded allocation.
 const OUTPUT_LIMIT: usize = 64 << 20;
 
+/// The first line of `command`, cut at 160 characters, for logs.
+fn abbreviate(command: &str) -> String {
+    let line = command.lines().next().unwrap_or_default();
+    match line.char_indices().nth(160) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None if line.len() < command.len() => format!("{line}…"),
+        None => line.to_string(),
+    }
+}
+
+/// How many bytes of a command's input are read at once. russh cuts each read into packets of
+/// the server's maximum size (32 KiB for OpenSSH) without copying it.
+const INPUT_CHUNK: usize = 256 * 1024;
+
 /// An authenticated SSH connection.
 pub struct Session {
     label: String,
@@ -504,6 +519,7 @@ impl Session {
             command: command.to_string(),
             reason,
         };
+        let started = std::time::Instant::now();
         let channel = self
             .handle
             .channel_open_session()
@@ -518,11 +534,11 @@ impl Session {
         // Input and output flow at the same time because a command may fill its output pipe
         // before it has read all its input.
         let send_input = async {
-            let mut buffer = vec![0u8; 256 * 1024];
             loop {
-                let n = match input.read(&mut buffer).await {
+                let mut buffer = BytesMut::with_capacity(INPUT_CHUNK);
+                match input.read_buf(&mut buffer).await {
                     Ok(0) => break,
-                    Ok(n) => n,
+                    Ok(_) => {}
                     Err(source) => {
                         return Err(ExecError::Input {
                             host: self.label.clone(),
@@ -533,7 +549,7 @@ impl Session {
                 };
                 // A command that exits early closes the channel. Its exit status explains the
                 // failure better than this write error would, so stop sending and wait for it.
-                if writer.data(&buffer[..n]).await.is_err() {
+                if writer.data_bytes(buffer.freeze()).await.is_err() {
                     return Ok(());
                 }
             }
@@ -580,6 +596,13 @@ impl Session {
                 "the channel closed without an exit status".to_string(),
             ));
         }
+        tracing::trace!(
+            host = %self.label,
+            command = %abbreviate(command),
+            status = ?output.status,
+            elapsed = ?started.elapsed(),
+            "command done"
+        );
         Ok(output)
     }
 
