@@ -406,6 +406,13 @@ fn join_tokens_never_reach_the_output() {
         .map(|event| event["token"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(tokens.len(), 2, "one token per worker");
+    let listed = lab.ssh_root("lab-1", "k0s token list");
+    assert_eq!(
+        common::stdout(&listed).trim(),
+        "No k0s join tokens found",
+        "every join token was invalidated: {}",
+        describe(&listed)
+    );
     for token in &tokens {
         assert!(
             !printed.contains(token.as_str()),
@@ -780,4 +787,47 @@ fn marked_hosts_leave_and_reset() {
         blueprint.contains(&format!("address: {}.13", lab.subnet)),
         "{blueprint}"
     );
+}
+
+#[test]
+fn worker_that_never_becomes_ready_is_named_with_its_log() {
+    let Some(lab) = Lab::start("worker_that_never_becomes_ready_is_named_with_its_log", 2) else {
+        return;
+    };
+    // The worker's install.before hook spoils the join token that airlock just wrote, so its k0s
+    // starts and then stops, unable to join.
+    let base = fs::read_to_string(lab.dir.join("cluster.yaml")).unwrap();
+    let key_line = format!("        keyPath: {}\n", lab.key_path().display());
+    // The worker is the last host of the file.
+    let (head, tail) = base.rsplit_once(&key_line).unwrap();
+    let hook = "      hooks:\n        install:\n          before: [\"echo not-a-token | sudo -n tee /etc/k0s/k0stoken\"]\n";
+    fs::write(
+        lab.dir.join("cluster.yaml"),
+        format!("{head}{key_line}{hook}{tail}"),
+    )
+    .unwrap();
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = common::apply::airlock()
+        .arg("apply")
+        .arg("-c")
+        .arg(&cluster)
+        .arg("--bundle")
+        .arg(&bundle.bundle)
+        .arg("--known-hosts")
+        .arg(lab.known_hosts())
+        .arg("--out")
+        .arg(lab.dir.join("out"))
+        .args(["--ready-timeout", "4s"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let text = stderr(&output);
+    let worker = &lab.host("lab-2").address;
+    assert!(
+        text.contains(&format!("{worker}: node lab-2 was not ready within 4s")),
+        "{text}"
+    );
+    assert!(text.contains("the k0s service log ends:"), "{text}");
+    assert!(text.contains("failed to decode join token"), "{text}");
 }

@@ -2,12 +2,11 @@
 //! service on each host, start it, and wait until it is ready.
 //!
 //! The first controller initializes the cluster. Every other host joins with a join token of its
-//! own, created on the first controller, written to the host through standard input, and
-//! invalidated once the host is ready. Hosts that already run k0s are left alone; a host whose
+//! own, created on the first controller and written to the host through standard input. The
+//! tokens of a phase are invalidated together, in one command, once its joins are done. Hosts that already run k0s are left alone; a host whose
 //! service is installed but not running (a join that stopped part-way) is reinstalled with
 //! `--force`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -128,19 +127,11 @@ impl Phase<Run> for JoinControllers {
                 force: node.half_installed(),
             };
             run.nodes[index].installed_by_this_run = true;
-            let joined = join(
-                &run.cluster,
-                &leader,
-                leader_paths,
-                &spec,
-                &host,
-                "controller",
-                CONTROLLER_TOKEN_EXPIRY,
-                options,
-                &name,
-                timeout,
-            )
-            .await;
+            let joins = Joins::new(&run.cluster, &leader, leader_paths, timeout);
+            let joined = joins
+                .join(&spec, &host, TokenRole::Controller, options, &name)
+                .await;
+            joins.invalidate_tokens().await;
             joined.map_err(|e| PhaseError::new(HostFailure::new(label.clone(), e).into_error()))?;
             run.nodes[index].became_ready = true;
             run.ui.println(&format!("{label}: joined as {}", spec.role));
@@ -208,8 +199,8 @@ impl Phase<Run> for JoinWorkers {
                 run.nodes[*index].installed_by_this_run = true;
             }
         }
-        let cluster = &run.cluster;
-        let leader = &leader;
+        let joins = Joins::new(&run.cluster, &leader, leader_paths, timeout);
+        let joins = &joins;
         let ui = &run.ui;
         let result = for_each_host(
             work,
@@ -218,25 +209,13 @@ impl Phase<Run> for JoinWorkers {
                 let item = ui.item(&label, None);
                 let outcome = if running {
                     item.set_state("waiting for Ready");
-                    k0s_ops::wait_node_ready(leader, leader_paths, &name, timeout)
-                        .await
-                        .map(|()| false)
+                    joins.readiness.wait(&name, timeout).await.map(|()| false)
                 } else {
                     item.set_state("joining");
-                    join(
-                        cluster,
-                        leader,
-                        leader_paths,
-                        &spec,
-                        &host,
-                        "worker",
-                        WORKER_TOKEN_EXPIRY,
-                        options,
-                        &name,
-                        timeout,
-                    )
-                    .await
-                    .map(|()| true)
+                    joins
+                        .join(&spec, &host, TokenRole::Worker, options, &name)
+                        .await
+                        .map(|()| true)
                 };
                 match outcome {
                     Ok(joined) => {
@@ -251,6 +230,7 @@ impl Phase<Run> for JoinWorkers {
             },
         )
         .await;
+        joins.invalidate_tokens().await;
         let joined = match result {
             Ok(joined) => joined,
             Err(failures) => {
@@ -314,9 +294,14 @@ async fn install_and_start(
     super::hooks::run_host_hooks(host, spec, "install", "before").await?;
     tracing::debug!(host = %host.label(), %command, "installing k0s");
     host.run(&command).await?;
-    k0s_ops::start(host, paths, timeout).await?;
     if spec.role.is_controller() {
+        k0s_ops::start(host, paths, timeout).await?;
         k0s_ops::wait_api_ready(host, paths, timeout).await?;
+    } else {
+        // The caller waits for the worker's node to be Ready, which shows that k0s runs, so
+        // `k0s status` is not polled as well. That saves starting k0s once per worker. A worker
+        // that never becomes Ready is reported with its service log.
+        k0s_ops::start_service(host, paths).await?;
     }
     super::hooks::run_host_hooks(host, spec, "install", "after").await?;
     Ok(())
@@ -332,38 +317,105 @@ pub fn with_environment(command: String, spec: &HostSpec) -> String {
         })
 }
 
-/// Joins one host with a token of its own, waits until it is ready, then invalidates the token.
-#[allow(clippy::too_many_arguments)]
-async fn join(
-    cluster: &Cluster,
-    leader: &Arc<Host>,
-    leader_paths: K0sPaths<'_>,
-    spec: &HostSpec,
-    host: &Host,
-    token_role: &str,
-    expiry: &str,
-    options: InstallOptions,
-    node_name: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let token = k0s_ops::create_token(leader, leader_paths, token_role, expiry).await?;
-    let joined = async {
-        k0s_ops::write_token(host, &token).await?;
-        install_and_start(cluster, spec, host, options, timeout).await?;
-        if spec.role.runs_workloads() {
-            k0s_ops::wait_node_ready(leader, leader_paths, node_name, timeout).await?;
+/// The role a join token grants, and how long it lives (as long as k0sctl's).
+#[derive(Clone, Copy)]
+enum TokenRole {
+    Controller,
+    Worker,
+}
+
+impl TokenRole {
+    fn name(self) -> &'static str {
+        match self {
+            TokenRole::Controller => "controller",
+            TokenRole::Worker => "worker",
         }
-        anyhow::Ok(())
     }
-    .await;
-    // The token is invalidated whether or not the join worked: a new run creates a new one.
-    if let Err(error) = k0s_ops::invalidate_token(leader, leader_paths, &token.id).await {
-        tracing::warn!(host = %host.label(), token_id = %token.id, %error, "cannot invalidate the join token; it expires by itself");
+
+    fn expiry(self) -> &'static str {
+        match self {
+            TokenRole::Controller => CONTROLLER_TOKEN_EXPIRY,
+            TokenRole::Worker => WORKER_TOKEN_EXPIRY,
+        }
     }
-    if let Err(error) = k0s_ops::scrub_token(host).await {
-        tracing::warn!(host = %host.label(), %error, "cannot overwrite the used join token file");
+}
+
+/// The state that the joins of one phase share: the leader, which issues the tokens and reports
+/// whether the nodes are Ready, and how long each host may take.
+struct Joins<'a> {
+    cluster: &'a Cluster,
+    leader: &'a Host,
+    leader_paths: K0sPaths<'a>,
+    readiness: k0s_ops::NodeReadiness<'a>,
+    timeout: Duration,
+    /// The ids of the tokens created so far and not yet invalidated.
+    issued: std::sync::Mutex<Vec<String>>,
+}
+
+impl<'a> Joins<'a> {
+    fn new(
+        cluster: &'a Cluster,
+        leader: &'a Host,
+        leader_paths: K0sPaths<'a>,
+        timeout: Duration,
+    ) -> Joins<'a> {
+        Joins {
+            cluster,
+            leader,
+            leader_paths,
+            readiness: k0s_ops::NodeReadiness::new(leader, leader_paths),
+            timeout,
+            issued: std::sync::Mutex::new(Vec::new()),
+        }
     }
-    joined
+
+    /// Invalidates every token these joins created, whether or not its join worked, in one
+    /// command on the leader. A token that cannot be invalidated expires by itself.
+    async fn invalidate_tokens(&self) {
+        let ids = std::mem::take(&mut *self.issued.lock().expect("token ids lock"));
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = k0s_ops::invalidate_tokens(self.leader, self.leader_paths, &ids).await {
+            tracing::warn!(host = %self.leader.label(), token_ids = %ids.join(","), %error, "cannot invalidate the join tokens; they expire by themselves");
+        }
+    }
+
+    /// Joins one host with a token of its own and waits until it is ready. The caller
+    /// invalidates the token afterwards with [`Self::invalidate_tokens`].
+    async fn join(
+        &self,
+        spec: &HostSpec,
+        host: &Host,
+        role: TokenRole,
+        options: InstallOptions,
+        node_name: &str,
+    ) -> anyhow::Result<()> {
+        let (leader, paths) = (self.leader, self.leader_paths);
+        let token = k0s_ops::create_token(leader, paths, role.name(), role.expiry()).await?;
+        self.issued
+            .lock()
+            .expect("token ids lock")
+            .push(token.id.clone());
+        let joined = async {
+            k0s_ops::write_token(host, &token).await?;
+            install_and_start(self.cluster, spec, host, options, self.timeout).await?;
+            if spec.role.runs_workloads()
+                && let Err(error) = self.readiness.wait(node_name, self.timeout).await
+            {
+                return Err(match k0s_ops::service_log(host).await {
+                    Some(log) => anyhow::anyhow!("{error:#}; the k0s service log ends: {log}"),
+                    None => error,
+                });
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(error) = k0s_ops::scrub_token(host).await {
+            tracing::warn!(host = %host.label(), %error, "cannot overwrite the used join token file");
+        }
+        joined
+    }
 }
 
 fn describe_join(run: &Run, index: usize) -> Result<(), PhaseError> {

@@ -1,5 +1,6 @@
 //! The k0s commands that several phases run on hosts, and waiting for what they start.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -79,29 +80,38 @@ pub async fn status(host: &Host, paths: K0sPaths<'_>) -> Result<Option<K0sStatus
         .filter(K0sStatus::is_running))
 }
 
+/// Starts the installed service without waiting for it.
+pub async fn start_service(host: &Host, paths: K0sPaths<'_>) -> Result<(), HostError> {
+    host.run(&format!("{} start", paths.k0s())).await.map(drop)
+}
+
 /// Starts the installed service and waits until `k0s status` answers.
 pub async fn start(host: &Host, paths: K0sPaths<'_>, timeout: Duration) -> anyhow::Result<()> {
-    host.run(&format!("{} start", paths.k0s())).await?;
+    start_service(host, paths).await?;
     wait_until(&format!("k0s on {}", host.label()), timeout, || async {
         Ok(match status(host, paths).await? {
             Some(_) => None,
-            None => Some(service_log_tail(host).await),
+            None => Some(match service_log(host).await {
+                Some(log) => format!("k0s is not running; its log ends: {log}"),
+                None => "k0s is not running".to_string(),
+            }),
         })
     })
     .await
 }
 
-/// The end of the service's log, where k0s says why it stopped. Lab hosts keep it where systemd
-/// would keep the journal; real hosts answer through journalctl.
-async fn service_log_tail(host: &Host) -> String {
-    let script = "journalctl -u k0scontroller -u k0sworker -n 3 --no-pager 2>/dev/null \
-                  || tail -n 3 /run/k0s-double/*.log 2>/dev/null || true";
+/// Reads the last lines of the k0s service's log, where k0s reports why it stopped, joined with
+/// " / ", or `None` when there are none. Real hosts keep the log in the journal, and lab hosts
+/// keep it where the journal would be.
+pub async fn service_log(host: &Host) -> Option<String> {
+    // journalctl prints "-- No entries --" for a unit that never logged.
+    let script = "log=$(journalctl -u k0scontroller -u k0sworker -n 3 --no-pager 2>/dev/null \
+                  | grep -v '^-- No entries --$'); \
+                  if [ -n \"$log\" ]; then echo \"$log\"; \
+                  else tail -n 3 /run/k0s-double/*.log 2>/dev/null; fi; true";
     match host.run(script).await {
-        Ok(text) if !text.trim().is_empty() => format!(
-            "k0s is not running; its log ends: {}",
-            text.trim().replace('\n', " / ")
-        ),
-        _ => "k0s is not running".to_string(),
+        Ok(text) if !text.trim().is_empty() => Some(text.trim().replace('\n', " / ")),
+        _ => None,
     }
 }
 
@@ -138,34 +148,89 @@ pub async fn wait_node_ready(
     name: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    wait_until(&format!("node {name}"), timeout, || async {
-        node_ready(leader, paths, name).await
-    })
-    .await
+    NodeReadiness::new(leader, paths).wait(name, timeout).await
 }
 
-/// Returns `None` when the node is Ready, else why not.
-pub async fn node_ready(
-    leader: &Host,
-    paths: K0sPaths<'_>,
-    name: &str,
-) -> anyhow::Result<Option<String>> {
-    let output = leader
-        .run_output(&paths.kubectl(&format!("get node {} -o json", quote(name))))
-        .await?;
-    if !output.success() {
-        return Ok(Some(format!(
-            "not registered yet ({})",
-            output.stderr_tail()
-        )));
+/// The Ready condition of every node, as the API server on the leader reports it. Callers that
+/// wait at the same time, such as parallel worker joins, share one `kubectl get nodes` per half
+/// poll interval, because each request starts k0s on the leader.
+pub struct NodeReadiness<'a> {
+    leader: &'a Host,
+    paths: K0sPaths<'a>,
+    latest: tokio::sync::Mutex<Option<NodeSnapshot>>,
+}
+
+struct NodeSnapshot {
+    read_at: Instant,
+    /// For each registered node, `None` when it is Ready, else why not.
+    nodes: HashMap<String, Option<String>>,
+}
+
+impl<'a> NodeReadiness<'a> {
+    pub fn new(leader: &'a Host, paths: K0sPaths<'a>) -> NodeReadiness<'a> {
+        NodeReadiness {
+            leader,
+            paths,
+            latest: tokio::sync::Mutex::new(None),
+        }
     }
-    let node: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+
+    /// Waits until node `name` is Ready.
+    pub async fn wait(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(&format!("node {name}"), timeout, || self.state(name)).await
+    }
+
+    /// Returns `None` when node `name` is Ready, else why not. Reads the nodes again unless
+    /// another caller did so within half a poll interval.
+    pub async fn state(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let mut latest = self.latest.lock().await;
+        let fresh = latest
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.read_at.elapsed() < POLL / 2);
+        if !fresh {
+            *latest = Some(NodeSnapshot {
+                read_at: Instant::now(),
+                nodes: self.read().await?,
+            });
+        }
+        let nodes = &latest.as_ref().expect("a snapshot was just taken").nodes;
+        Ok(match nodes.get(name) {
+            Some(state) => state.clone(),
+            None => Some("not registered yet".to_string()),
+        })
+    }
+
+    async fn read(&self) -> anyhow::Result<HashMap<String, Option<String>>> {
+        let command = self.paths.kubectl("get nodes -o json");
+        let output = self.leader.run_output(&command).await?;
+        if !output.success() {
+            anyhow::bail!(
+                "the API server on {} did not list the nodes: {}",
+                self.leader.label(),
+                output.stderr_tail()
+            );
+        }
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|node| {
+                let name = node["metadata"]["name"].as_str()?;
+                Some((name.to_string(), not_ready_reason(node)))
+            })
+            .collect())
+    }
+}
+
+/// Returns `None` when the node object's Ready condition is True, else why not.
+fn not_ready_reason(node: &serde_json::Value) -> Option<String> {
     let ready = node["status"]["conditions"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|condition| condition["type"] == "Ready");
-    Ok(match ready {
+    match ready {
         Some(condition) if condition["status"] == "True" => None,
         Some(condition) => Some(format!(
             "Ready is {}: {}",
@@ -173,7 +238,7 @@ pub async fn node_ready(
             condition["message"].as_str().unwrap_or("")
         )),
         None => Some("no Ready condition yet".to_string()),
-    })
+    }
 }
 
 /// Creates a join token on the leader, valid for `expiry`.
@@ -193,18 +258,19 @@ pub async fn create_token(
     Ok(JoinToken { token, id })
 }
 
-/// Invalidates a token by its id on the leader.
-pub async fn invalidate_token(
+/// Invalidates tokens by their ids on the leader, all in one `k0s token invalidate`.
+pub async fn invalidate_tokens(
     leader: &Host,
     paths: K0sPaths<'_>,
-    id: &str,
+    ids: &[String],
 ) -> Result<(), HostError> {
+    let ids: Vec<String> = ids.iter().map(|id| quote(id)).collect();
     leader
         .run(&format!(
             "{} token invalidate --data-dir={} {}",
             paths.k0s(),
             quote(paths.data_dir),
-            quote(id)
+            ids.join(" ")
         ))
         .await
         .map(drop)

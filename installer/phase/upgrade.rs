@@ -26,7 +26,7 @@ use crate::k0s::K0sVersion;
 use crate::remote::Host;
 use crate::shell::quote;
 use crate::stacks::rolled_out;
-use crate::ui::{format_bytes, format_duration};
+use crate::ui::{format_bytes, format_count, format_duration};
 
 /// The upgrade in progress, kept on the first controller.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -225,13 +225,15 @@ async fn check_nodes(run: &Run, only: Option<&[String]>) -> Result<(), PhaseErro
     let leader = run.leader();
     let host = leader.host();
     let paths = leader.k0s_paths();
+    let readiness = k0s_ops::NodeReadiness::new(&host, paths);
     let mut problems = Vec::new();
     for node in &run.nodes {
         if only.is_some_and(|names| !names.contains(&node.node_name())) {
             continue;
         }
         if node.spec.role.runs_workloads()
-            && let Some(state) = k0s_ops::node_ready(&host, paths, &node.node_name())
+            && let Some(state) = readiness
+                .state(&node.node_name())
                 .await
                 .map_err(PhaseError::new)?
         {
@@ -318,10 +320,10 @@ impl Phase<Run> for PlanUpgrade {
                 )
             };
             run.ui.println(&format!(
-                "{} ({}): k0s {from} -> {target}; upload {} files, {}; {action}",
+                "{} ({}): k0s {from} -> {target}; upload {}, {}; {action}",
                 node.label(),
                 node.spec.role,
-                uploads.len(),
+                format_count(uploads.len(), "file", "files"),
                 format_bytes(bytes)
             ));
         }
