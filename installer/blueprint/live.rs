@@ -193,7 +193,8 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
 /// The k0s state and file digests of one host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostObservation {
-    /// The output of `k0s version`, when the binary exists.
+    /// The version `k0s status` reports while the service runs, else the output of
+    /// `k0s version`, when the binary exists.
     pub k0s_version: Option<String>,
     /// Whether `k0s status` succeeds, which it does only while the service runs.
     pub k0s_running: bool,
@@ -203,18 +204,23 @@ pub struct HostObservation {
     pub files: BTreeMap<String, Option<Digest>>,
 }
 
-/// Builds the script that prints a host's k0s state and the sha256 of each of `paths`.
+/// Builds the script that prints a host's k0s state and the sha256 of each of `paths`. It starts
+/// k0s once: `k0s status` carries the version of the running k0s, and `k0s version` runs only
+/// when the service does not. Files are hashed with OpenSSL where the host has its command-line
+/// tool, which uses the CPU's SHA instructions.
 pub fn observation_script(k0s_binary: &str, paths: &[&str]) -> String {
     let k0s = quote(k0s_binary);
     let mut script = format!(
-        "if [ -x {k0s} ]; then echo \"version=$({k0s} version 2>/dev/null)\"; \
-         status=$({k0s} status -o json 2>/dev/null | tr -d '\\n'); \
-         [ -n \"$status\" ] && echo \"status=$status\"; fi\n"
+        "if [ -x {k0s} ]; then status=$({k0s} status -o json 2>/dev/null | tr -d '\\n'); \
+         if [ -n \"$status\" ]; then echo \"status=$status\"; \
+         else echo \"version=$({k0s} version 2>/dev/null)\"; fi; fi\n\
+         if openssl version >/dev/null 2>&1; then sha256_of() {{ openssl dgst -sha256 -r; }}; \
+         else sha256_of() {{ sha256sum; }}; fi\n"
     );
     for path in paths {
         let quoted = quote(path);
         script.push_str(&format!(
-            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$(sha256sum < {quoted} | cut -d' ' -f1)\"; else echo file=missing; fi\n"
+            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$(sha256_of < {quoted} | cut -d' ' -f1)\"; else echo file=missing; fi\n"
         ));
     }
     script.push_str("true\n");
@@ -238,6 +244,10 @@ pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation
                     .map_err(|error| SnapshotError(format!("k0s status: {error}")))?;
                 observation.k0s_running = true;
                 observation.k0s_role = status["Role"].as_str().map(str::to_string);
+                observation.k0s_version = status["Version"]
+                    .as_str()
+                    .map(str::to_string)
+                    .filter(|version| !version.is_empty());
             }
             "file" if value == "missing" => digests.push(None),
             "file" => digests.push(Some(
@@ -298,6 +308,57 @@ mod tests {
             Some(Digest::from_hex(&hex).unwrap())
         );
         assert_eq!(observation.files["/b"], None);
+    }
+
+    /// Runs the observation script in `sh` against a stand-in k0s that prints `status`, or
+    /// fails `k0s status` when `status` is empty.
+    fn observe_locally(status: &str) -> HostObservation {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let k0s = dir.path().join("k0s");
+        let status_branch = if status.is_empty() {
+            "exit 1".to_string()
+        } else {
+            format!("echo '{status}'")
+        };
+        std::fs::write(
+            &k0s,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in status) {status_branch};; version) echo v1.34.1+k0s.0;; esac\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&k0s, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("placed");
+        std::fs::write(&file, b"placed bytes").unwrap();
+        let missing = dir.path().join("missing");
+        let paths = [file.to_str().unwrap(), missing.to_str().unwrap()];
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(observation_script(k0s.to_str().unwrap(), &paths))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let observation =
+            parse_observation(&String::from_utf8(output.stdout).unwrap(), &paths).unwrap();
+        assert_eq!(
+            observation.files[paths[0]],
+            Some(Digest::of_bytes(b"placed bytes"))
+        );
+        assert_eq!(observation.files[paths[1]], None);
+        observation
+    }
+
+    #[test]
+    fn observation_script_takes_the_version_from_status_while_k0s_runs() {
+        let running = observe_locally(r#"{"Version":"v1.35.3+k0s.0","Role":"controller"}"#);
+        assert!(running.k0s_running);
+        assert_eq!(running.k0s_version.as_deref(), Some("v1.35.3+k0s.0"));
+        assert_eq!(running.k0s_role.as_deref(), Some("controller"));
+
+        let stopped = observe_locally("");
+        assert!(!stopped.k0s_running);
+        assert_eq!(stopped.k0s_version.as_deref(), Some("v1.34.1+k0s.0"));
     }
 
     #[test]

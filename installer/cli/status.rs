@@ -177,10 +177,10 @@ pub async fn run(args: StatusArgs, ui: &Ui) -> CliResult {
     let copies = fetch_blueprints(&controller_copies).await;
     let (source, blueprint) = newest_blueprint(&copies)?;
     ui.println(&format!(
-        "blueprint of cluster {} written {} (from {source}), {} nodes",
+        "blueprint of cluster {} written {} (from {source}), {}",
         blueprint.cluster.name,
         blueprint.written_at,
-        blueprint.nodes.len()
+        format_count(blueprint.nodes.len(), "node", "nodes")
     ));
 
     let mut findings = Vec::new();
@@ -297,7 +297,7 @@ async fn observe(
             };
             (name, (label, observation))
         })
-        .buffered(concurrency.max(1))
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await
 }

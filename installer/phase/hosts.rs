@@ -94,14 +94,19 @@ where
     Fut: Future<Output = Result<R, HostFailure>>,
 {
     let total = items.len();
-    let results: Vec<Result<R, HostFailure>> = stream::iter(items)
-        .map(work)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+    // Unordered, so that a host that finishes early makes room for the next one while a slower
+    // host ahead of it in the list still works; the results are put back in order afterwards.
+    let work = &work;
+    let mut results: Vec<(usize, Result<R, HostFailure>)> =
+        stream::iter(items.into_iter().enumerate())
+            .map(|(position, item)| async move { (position, work(item).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+    results.sort_by_key(|(position, _)| *position);
     let mut values = Vec::with_capacity(total);
     let mut failures = Vec::new();
-    for result in results {
+    for (_, result) in results {
         match result {
             Ok(value) => values.push(value),
             Err(failure) => failures.push(failure),
@@ -142,6 +147,28 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn slow_host_does_not_hold_back_the_next() {
+        let slow_done = std::sync::atomic::AtomicBool::new(false);
+        let started_while_slow = AtomicUsize::new(0);
+        for_each_host(vec![200u64, 10, 10, 10, 10], 2, |millis| {
+            let (slow_done, started_while_slow) = (&slow_done, &started_while_slow);
+            async move {
+                if millis < 200 && !slow_done.load(Ordering::SeqCst) {
+                    started_while_slow.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                if millis == 200 {
+                    slow_done.store(true, Ordering::SeqCst);
+                }
+                Ok::<_, HostFailure>(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(started_while_slow.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

@@ -118,7 +118,7 @@ pub async fn observe_hosts(
             };
             (name, observation)
         })
-        .buffered(run.settings.concurrency.max(1))
+        .buffer_unordered(run.settings.concurrency.max(1))
         .collect()
         .await
 }

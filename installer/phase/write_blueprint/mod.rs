@@ -76,9 +76,12 @@ pub async fn write(run: &Run) -> Result<(), PhaseError> {
     let cluster_id = evidence::read_cluster_id(run).await;
     let archive_images = evidence::read_archive_images(run);
     let mut blueprint = build(run, cluster_id, &archive_images, head);
-    let live = evidence::read_live(run, &blueprint.policies).await;
-    let hosts = evidence::observe_hosts(run, &blueprint).await;
-    let (audit_evidence, sync_failures) = evidence::sync_audit_logs(run, &log_path, head).await;
+    // Independent reads on different hosts, so they overlap.
+    let (live, hosts, (audit_evidence, sync_failures)) = tokio::join!(
+        evidence::read_live(run, &blueprint.policies),
+        evidence::observe_hosts(run, &blueprint),
+        evidence::sync_audit_logs(run, &log_path, head),
+    );
 
     let evidence = Evidence {
         live: live.as_ref().map_err(Clone::clone),
