@@ -175,6 +175,9 @@ fn hooks_options_and_evict_taint() {
         ),
         (5, 20, 2)
     );
+    // --concurrency wins over the file's limit; without it the limit applies.
+    assert_eq!(options.concurrency.hosts(Some(12), 40), 12);
+    assert_eq!(options.concurrency.hosts(None, 40), 5);
 }
 
 #[test]

@@ -26,9 +26,10 @@ pub struct ApplyArgs {
     /// Connect and gather facts, then print what would change on each host without changing it.
     #[arg(long)]
     pub dry_run: bool,
-    /// The maximum number of hosts worked on at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
+    /// The maximum number of hosts worked on at once. Defaults to spec.options.concurrency.limit of the cluster file, which is 30
+    /// unless the file sets it (0 there means no limit), as in k0sctl.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Accept a bundle without a signature; a warning is logged and recorded.
@@ -199,7 +200,10 @@ pub async fn run(mut args: ApplyArgs, ui: &Ui) -> CliResult {
     let settings = RunSettings {
         mode: RunMode::Apply,
         dry_run: args.dry_run,
-        concurrency: usize::from(args.concurrency),
+        concurrency: cluster
+            .options
+            .concurrency
+            .hosts(args.concurrency, cluster.hosts.len()),
         known_hosts: args.connection.known_hosts_path()?,
         accept_new_host_keys: args.connection.accept_new_host_keys,
         out_dir: args.out.clone(),

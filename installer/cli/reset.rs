@@ -22,9 +22,10 @@ pub struct ResetArgs {
     /// Connect and gather facts, then print what would be removed on each host.
     #[arg(long)]
     pub dry_run: bool,
-    /// The maximum number of workers reset at once; controllers always go one at a time.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
+    /// The maximum number of workers reset at once; controllers always go one at a time. Defaults to spec.options.concurrency.limit of the cluster file, which is 30
+    /// unless the file sets it (0 there means no limit), as in k0sctl.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// The directory of the audit log that the reset appends to.
@@ -40,7 +41,10 @@ pub async fn run(args: ResetArgs, ui: &Ui) -> CliResult {
     let settings = RunSettings {
         mode: RunMode::Reset,
         dry_run: args.dry_run,
-        concurrency: usize::from(args.concurrency),
+        concurrency: cluster
+            .options
+            .concurrency
+            .hosts(args.concurrency, cluster.hosts.len()),
         known_hosts: args.connection.known_hosts_path()?,
         accept_new_host_keys: args.connection.accept_new_host_keys,
         out_dir: args.out.clone(),
@@ -77,11 +81,7 @@ fn confirm(cluster: &crate::config::Cluster) -> Result<(), CliError> {
     let names: Vec<String> = cluster.hosts.iter().map(|host| host.to_string()).collect();
     eprint!(
         "This stops k0s and deletes its data on {} ({}).\nType the cluster name ({}) to continue: ",
-        if names.len() == 1 {
-            "1 host".to_string()
-        } else {
-            format!("{} hosts", names.len())
-        },
+        format_count(names.len(), "host", "hosts"),
         names.join(", "),
         cluster.name
     );

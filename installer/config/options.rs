@@ -127,6 +127,18 @@ pub struct Concurrency {
     pub uploads: u32,
 }
 
+impl Concurrency {
+    /// The number of hosts to work on at once: `flag` (the `--concurrency` option) when given,
+    /// else `limit`, where 0 means every host at once.
+    pub fn hosts(&self, flag: Option<u16>, host_count: usize) -> usize {
+        match (flag, self.limit) {
+            (Some(flag), _) => usize::from(flag),
+            (None, 0) => host_count.max(1),
+            (None, limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 pub(super) fn build_options(raw: Option<RawOptions>, problems: &mut Problems<'_>) -> Options {
     let raw = raw.unwrap_or_default();
     Options {
@@ -214,5 +226,22 @@ fn build_concurrency(raw: RawConcurrency, problems: &mut Problems<'_>) -> Concur
         limit: raw.limit.unwrap_or(30),
         worker_disruption_percent: percent.min(100),
         uploads: raw.uploads.unwrap_or(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limit_means_every_host_at_once() {
+        let unlimited = Concurrency {
+            limit: 0,
+            worker_disruption_percent: 10,
+            uploads: 5,
+        };
+        assert_eq!(unlimited.hosts(None, 40), 40);
+        assert_eq!(unlimited.hosts(None, 0), 1);
+        assert_eq!(unlimited.hosts(Some(3), 40), 3);
     }
 }
