@@ -10,7 +10,7 @@ use super::{CliError, CliResult, Status};
 use crate::bundle::PublicKey;
 use crate::bundle::archive::parse_size;
 use crate::media::{self, MediaError, MediaOptions, MediaVerifyError, Target};
-use crate::ui::{Ui, format_bytes, format_duration};
+use crate::ui::{Ui, format_bytes, format_count, format_duration};
 
 #[derive(Debug, Subcommand)]
 pub enum MediaCommand {
@@ -198,9 +198,9 @@ async fn create(args: CreateArgs, ui: &Ui) -> CliResult {
         count => format!(" ({count} already complete from an earlier run)"),
     };
     ui.println(&format!(
-        "==> Finished in {}: {} files, {} written to {} and read back{skipped}",
+        "==> Finished in {}: {}, {} written to {} and read back{skipped}",
         format_duration(ui.elapsed()),
-        summary.files.len(),
+        format_count(summary.files.len(), "file", "files"),
         format_bytes(total),
         destination.display()
     ));
@@ -260,10 +260,10 @@ async fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
         false => format!("bundle {} checked through SHA256SUMS", report.bundle),
     };
     ui.println(&format!(
-        "==> {} verified in {}: {} files, {}, {signed}, {bundle}",
+        "==> {} verified in {}: {}, {}, {signed}, {bundle}",
         display(&args.media),
         format_duration(ui.elapsed()),
-        report.files,
+        format_count(report.files, "file", "files"),
         format_bytes(report.bytes)
     ));
     Ok(Status::Success)

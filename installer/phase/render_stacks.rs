@@ -14,6 +14,7 @@ use crate::stacks::{
     self, BundleChart, BundleContents, BundleImage, GpuDevice, GpuWorkload, HostFacts, HostInput,
     StackInput,
 };
+use crate::ui::format_count;
 
 /// The name of the bundle artifact that holds KubeVirt's operator manifest.
 pub const KUBEVIRT_OPERATOR: &str = "kubevirt-operator";
@@ -44,12 +45,12 @@ impl Phase<Run> for RenderStacks {
         }
         for stack in &rendered.stacks {
             run.ui.println(&format!(
-                "{}: {} manifests, {} charts, {} images, {} readiness checks",
+                "{}: {}, {}, {}, {}",
                 stack.stack,
-                stack.files.len(),
-                stack.charts.len(),
-                stack.images.len(),
-                stack.readiness.len()
+                format_count(stack.files.len(), "manifest", "manifests"),
+                format_count(stack.charts.len(), "chart", "charts"),
+                format_count(stack.images.len(), "image", "images"),
+                format_count(stack.readiness.len(), "readiness check", "readiness checks")
             ));
         }
         if rendered.stacks.is_empty() {
