@@ -382,7 +382,7 @@ fn host_with_small_disk_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let text = stderr(&output);
     assert!(text.contains("phase \"Preflight checks\" failed"), "{text}");
-    assert!(text.contains("/var/lib/k0s needs"), "{text}");
+    assert!(text.contains("the file system at /var/lib needs"), "{text}");
     assert!(text.contains("free space or grow the disk"), "{text}");
 }
 

@@ -224,3 +224,48 @@ fn bundle_file_changed_after_verification_is_named() {
         "the changed k0s file was installed"
     );
 }
+
+#[test]
+fn free_space_is_checked_where_each_file_goes() {
+    let Some(lab) = Lab::start_with(
+        "free_space_is_checked_where_each_file_goes",
+        1,
+        &["--roles", "single", "--disk-size", "80M"],
+    ) else {
+        return;
+    };
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    fs::write(&big, vec![5u8; 30 << 20]).unwrap();
+    // /var/lib is the lab's small disk; the host's /tmp has room.
+    add_to_host(
+        &lab,
+        &format!(
+            "      files:\n        - src: {}\n          dstDir: /var/lib/bigdata\n",
+            big.display()
+        ),
+    );
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(text.contains("phase \"Preflight checks\" failed"), "{text}");
+    assert!(text.contains("the file system at /var/lib needs"), "{text}");
+    assert!(text.contains("for k0s's own data"), "{text}");
+
+    let path = lab.dir.join("cluster.yaml");
+    let moved = fs::read_to_string(&path)
+        .unwrap()
+        .replace("dstDir: /var/lib/bigdata", "dstDir: /tmp/bigdata");
+    fs::write(&path, moved).unwrap();
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let placed = lab.ssh_root("lab-1", "stat -c %s /tmp/bigdata/big.bin");
+    assert_eq!(stdout(&placed).trim(), (30 << 20).to_string());
+}

@@ -109,7 +109,7 @@ fn intact_log_verifies() {
     let output = verify(&path);
     assert!(output.status.success(), "{}", describe(&output));
     let text = common::stdout(&output);
-    assert!(text.contains("6 entries verified"), "{text}");
+    assert!(text.contains(": 6 entries verified"), "{text}");
     assert!(text.contains("the last line matches"), "{text}");
 }
 
@@ -308,7 +308,7 @@ fn failed_phase_is_recorded_per_host() {
         assert_eq!(entry["phase"], "Preflight checks");
         let result = entry["result"].as_str().unwrap();
         assert!(
-            result.starts_with("failed: ") && result.contains("/var/lib/k0s needs"),
+            result.starts_with("failed: ") && result.contains("the file system at /var/lib needs"),
             "{result}"
         );
         assert!(!result.contains('\n'), "{result}");

@@ -81,25 +81,7 @@ impl Phase<Run> for Preflight {
         fail_on(run, problems)?;
 
         self.plan_uploads(run).await?;
-        let mut problems: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (index, node) in run.nodes.iter().enumerate() {
-            let needed: u64 = node
-                .uploads
-                .iter()
-                .filter(|file| !file.present)
-                .map(|file| file.size)
-                .sum();
-            // Leave room beyond the files: k0s needs space for its own state.
-            let wanted = needed + needed / 10 + (64 << 20);
-            if needed > 0 && node.facts.data_dir_free_bytes < wanted {
-                problems.entry(index).or_default().push(format!(
-                    "{} needs {} free for uploads but only {} is free; free space or grow the disk",
-                    node.spec.data_dir,
-                    format_bytes(wanted),
-                    format_bytes(node.facts.data_dir_free_bytes)
-                ));
-            }
-        }
+        let problems = check_free_space(run).await?;
         fail_on(run, problems)?;
         run.ui.println(&format!(
             "{} passed",
@@ -251,6 +233,92 @@ impl Preflight {
         }
         Ok(())
     }
+}
+
+/// Space kept free on the file system of k0s's data directory, beyond the uploads, for k0s's own
+/// state.
+const DATA_DIR_RESERVE: u64 = 64 << 20;
+
+/// Checks, on each host with files to receive, that every file system that receives files has
+/// room for them plus a tenth, and for k0s's own state where the data directory lives.
+async fn check_free_space(run: &Run) -> Result<BTreeMap<usize, Vec<String>>, PhaseError> {
+    let work: Vec<_> = run
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| node.uploads.iter().any(|file| !file.present))
+        .map(|(index, node)| {
+            // Each pending file lands first in its staging folder, else beside its destination.
+            let mut dirs: Vec<(String, u64)> = node
+                .uploads
+                .iter()
+                .filter(|file| !file.present)
+                .map(|file| {
+                    let dir = file.staging_dir.clone().unwrap_or_else(|| {
+                        file.path
+                            .rsplit_once('/')
+                            .map_or("/", |(dir, _)| if dir.is_empty() { "/" } else { dir })
+                            .to_string()
+                    });
+                    (dir, file.size)
+                })
+                .collect();
+            dirs.push((node.spec.data_dir.clone(), 0));
+            (
+                index,
+                node.host(),
+                node.label(),
+                node.spec.data_dir.clone(),
+                dirs,
+            )
+        })
+        .collect();
+    let checked = for_each_host(
+        work,
+        run.settings.concurrency,
+        |(index, host, label, data_dir, dirs)| async move {
+            let paths: Vec<&str> = dirs.iter().map(|(dir, _)| dir.as_str()).collect();
+            let mounts = host
+                .free_space_each(&paths)
+                .await
+                .map_err(|error| HostFailure::new(label, error))?;
+            // Bytes to write, bytes free and whether k0s's data lives there, per file system.
+            let mut by_mount: BTreeMap<String, (u64, u64, bool)> = BTreeMap::new();
+            for ((dir, size), (mount, free)) in dirs.iter().zip(mounts) {
+                let entry = by_mount.entry(mount).or_insert((0, free, false));
+                entry.0 += size;
+                entry.2 |= *dir == data_dir;
+            }
+            let problems: Vec<String> = by_mount
+                .into_iter()
+                .filter(|(_, (files, _, _))| *files > 0)
+                .filter_map(|(mount, (files, free, holds_data_dir))| {
+                    let reserve = if holds_data_dir { DATA_DIR_RESERVE } else { 0 };
+                    let wanted = files + files / 10 + reserve;
+                    let kept = if holds_data_dir {
+                        format!(", and {} for k0s's own data", format_bytes(reserve))
+                    } else {
+                        String::new()
+                    };
+                    (free < wanted).then(|| {
+                        format!(
+                            "the file system at {mount} needs {} free: {} of files plus a tenth{kept}, but only {} is free; free space or grow the disk",
+                            format_bytes(wanted),
+                            format_bytes(files),
+                            format_bytes(free)
+                        )
+                    })
+                })
+                .collect();
+            Ok((index, problems))
+        },
+    )
+    .await
+    .map_err(PhaseError::new)?;
+    Ok(checked
+        .into_iter()
+        .filter(|(_, problems)| !problems.is_empty())
+        .collect())
 }
 
 /// Node names and private addresses must be unique in a cluster.

@@ -333,6 +333,37 @@ impl Host {
             })
     }
 
+    /// Returns, for each of `dirs`, the mount point of the file system that holds it (or its
+    /// nearest existing parent) and the bytes free there, in one command.
+    pub async fn free_space_each(&self, dirs: &[&str]) -> Result<Vec<(String, u64)>, HostError> {
+        let mut script = String::new();
+        for dir in dirs {
+            script.push_str(&format!(
+                "d={}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; \
+                 df -Pk \"$d\" | awk 'NR==2 {{print $4, $6}}'\n",
+                quote(dir)
+            ));
+        }
+        let stdout = self.run(&script).await?;
+        let parse_error = || HostError::Parse {
+            host: self.label().to_string(),
+            command: script.clone(),
+            output: stdout.clone(),
+        };
+        let lines: Vec<&str> = stdout.lines().collect();
+        if lines.len() != dirs.len() {
+            return Err(parse_error());
+        }
+        lines
+            .iter()
+            .map(|line| {
+                let (kib, mount) = line.split_once(' ').ok_or_else(parse_error)?;
+                let kib: u64 = kib.parse().map_err(|_| parse_error())?;
+                Ok((mount.to_string(), kib * 1024))
+            })
+            .collect()
+    }
+
     /// Writes a small file atomically with `mode` (octal, as `chmod` takes it), passing the
     /// contents on standard input so that secrets stay out of command lines.
     pub async fn write_file(
