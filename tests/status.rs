@@ -124,6 +124,11 @@ fn status_reports_drift_per_host() {
         "{}",
         describe(&unreachable)
     );
+    assert!(
+        stdout(&unreachable).contains(&format!("{stopped} (lab-3): unreachable")),
+        "{}",
+        describe(&unreachable)
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::blueprint::sign::SIGNATURE_SUFFIX;
 use crate::blueprint::{self, Blueprint};
 use crate::bundle::PublicKey;
 use crate::bundle::keys::{SignatureError, verify_detached};
-use crate::ui::Ui;
+use crate::ui::{Ui, format_count};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -75,9 +75,9 @@ fn verify(args: VerifyArgs, ui: &Ui) -> CliResult {
     let blueprint_check = check_blueprint(&args.file, &verified)?;
 
     let mut lines = vec![format!(
-        "{}: {} entries verified",
+        "{}: {} verified",
         args.file.display(),
-        verified.entries.len()
+        format_count(verified.entries.len(), "entry", "entries")
     )];
     if let Some(genesis) = verified.genesis {
         lines.push(format!("chained from bundle {genesis}"));

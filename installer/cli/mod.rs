@@ -151,7 +151,7 @@ async fn watch_interrupts(ui: Ui) {
         return;
     }
     crate::phase::request_stop();
-    ui.warn("interrupted: stopping after the current step; press Ctrl-C again to abort at once");
+    ui.warn("interrupted: stopping after the current phase; press Ctrl-C again to abort at once");
     if tokio::signal::ctrl_c().await.is_ok() {
         ui.warn("aborted");
         std::process::exit(130);

@@ -283,7 +283,7 @@ async fn observe(
         .map(|(name, connected, paths)| async move {
             let label = connected.label();
             let observation = match &connected.host {
-                Err(reason) => Err(format!("cannot connect: {reason}")),
+                Err(reason) => Err(reason.clone()),
                 Ok(host) => {
                     let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
                     let script = live::observation_script(&connected.spec.k0s_install_path, &paths);
@@ -394,10 +394,14 @@ fn print_findings(
         } else {
             format!("{label} ({name})")
         };
+        let unreachable = hosts
+            .iter()
+            .any(|host| host.label() == label && host.host.is_err());
         if own.is_empty() {
             text.push_str(&format!("{title}: matches the blueprint\n"));
         } else {
-            text.push_str(&format!("{title}: drift\n"));
+            let state = if unreachable { "unreachable" } else { "drift" };
+            text.push_str(&format!("{title}: {state}\n"));
             for finding in own {
                 text.push_str(&format!("  {label}: {}\n", finding.message));
             }

@@ -21,6 +21,7 @@ use crate::blueprint::controllers::{self, RemoteLog, RemoteLogError};
 use crate::blueprint::{now_rfc3339, write_file};
 use crate::digest::Digest;
 use crate::remote::Host;
+use crate::ui::format_count;
 
 pub struct OpenAuditLog;
 
@@ -112,7 +113,10 @@ async fn catch_up(path: &Path, copies: &[Copy]) -> Result<String, PhaseError> {
             )
         }
         _ => match &verified {
-            Some(verified) => format!("{} entries in {}", verified.entries.len(), path.display()),
+            Some(verified) => format!(
+                "continues after {}",
+                format_count(verified.entries.len(), "entry", "entries")
+            ),
             None => "a new log, chained to the bundle digest".to_string(),
         },
     };
