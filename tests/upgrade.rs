@@ -106,6 +106,14 @@ fn cluster_upgrades_in_order_with_drains() {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     assert!(all_run(lab, NEW), "{:?}", running_versions(lab));
+    // The blueprint is rewritten after every node, but its summary is printed once, at the end.
+    let printed = format!("{}{}", common::stdout(&output), stderr(&output));
+    assert_eq!(
+        printed.matches("controls pass").count(),
+        1,
+        "{}",
+        describe(&output)
+    );
 
     // The double's event log: each node stops and starts before the next one stops, controllers
     // first, and each worker is drained before it stops.

@@ -642,7 +642,7 @@ async fn finish_node(run: &mut Run, index: usize, started: Instant) -> Result<()
         format!("upgrade k0s on {name} from {from} to {target}"),
         None,
     );
-    super::write_blueprint::write(run).await?;
+    super::write_blueprint::write(run, super::write_blueprint::Summary::Skip).await?;
     run.ui.println(&format!(
         "{label}: {name} runs k0s {target} ({})",
         format_duration(started.elapsed())

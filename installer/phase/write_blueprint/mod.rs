@@ -27,6 +27,14 @@ use build::build;
 pub struct WriteBlueprint;
 
 /// The files the phase writes, by name, in the order they are written.
+/// Whether [`write`] prints what it wrote and the failing controls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    Print,
+    /// For the writes after each upgraded node; the last write of the run prints.
+    Skip,
+}
+
 struct Outputs {
     files: Vec<(String, Vec<u8>)>,
     passed: usize,
@@ -41,7 +49,7 @@ impl Phase<Run> for WriteBlueprint {
     }
 
     async fn run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
-        write(run).await
+        write(run, Summary::Print).await
     }
 
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
@@ -59,7 +67,7 @@ impl Phase<Run> for WriteBlueprint {
 
 /// Writes the blueprint, the report, the SBOM and the audit log head, locally and onto every
 /// controller, after checking the facts they record. Upgrade calls it after each node.
-pub async fn write(run: &Run) -> Result<(), PhaseError> {
+pub async fn write(run: &Run, summary: Summary) -> Result<(), PhaseError> {
     if let Some(failure) = run.audit.failure() {
         return Err(PhaseError::new(anyhow::anyhow!(
             "the audit log could not be written, so the run is not fully recorded: {failure}"
@@ -101,6 +109,14 @@ pub async fn write(run: &Run) -> Result<(), PhaseError> {
         ));
     }
 
+    if summary == Summary::Skip {
+        tracing::debug!(
+            passed = outputs.passed,
+            controls = outputs.controls,
+            "blueprint updated"
+        );
+        return Ok(());
+    }
     let out = run.settings.out_dir.display();
     run.ui.println(&format!(
         "wrote {out}/{}, {out}/{} ({} of {} controls pass), {out}/{} ({} packages), {} entries in {}",
