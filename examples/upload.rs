@@ -1,9 +1,10 @@
-//! Uploads one file to one or more hosts the way `airlock apply` uploads a bundle blob: one SSH
-//! connection per host, the bytes written to a temporary name, hashed on the host as they arrive
-//! (or after the transfer where the host has no python3), checked against DIGEST and renamed
-//! into place. The digest is given, as bundle.yaml gives it to apply, so the file is read once.
+//! Uploads one file to one or more hosts the way `airlock apply` uploads a bundle blob. Each host
+//! gets one SSH connection. The bytes go to a temporary name, are hashed on the host as they
+//! arrive (or after the transfer where the host has no python3), are checked against SHA256 and
+//! are renamed into place. The digest is an argument, as bundle.yaml gives it to apply, so the
+//! file is read once.
 //!
-//! Used by `scripts/bench` to compare airlock's uploads with OpenSSH's; the script times the
+//! Used by `scripts/bench` to compare airlock's uploads with OpenSSH's. The script times the
 //! whole process, connecting included, as it times `ssh`.
 //!
 //! Usage: upload FILE SHA256 DEST KNOWN_HOSTS KEY USER@ADDRESS...
@@ -22,10 +23,11 @@ use anyhow::{Context, bail};
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 6 {
-        bail!("usage: upload FILE SHA256 DEST KNOWN_HOSTS KEY USER@ADDRESS...");
+        bail!("missing arguments; usage: upload FILE SHA256 DEST KNOWN_HOSTS KEY USER@ADDRESS...");
     }
     let file = PathBuf::from(&args[0]);
-    let expected = Digest::from_hex(&args[1]).context("SHA256 must be 64 hex digits")?;
+    let expected = Digest::from_hex(&args[1])
+        .with_context(|| format!("invalid SHA256 {:?}: expected 64 hex digits", args[1]))?;
     let dest = args[2].clone();
     let known_hosts = KnownHosts::load(&PathBuf::from(&args[3]))?;
     let key = PathBuf::from(&args[4]);
@@ -39,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         let (file, dest, key, policy, ui) = (&file, &dest, &key, &policy, &ui);
         async move {
             let Some((user, address)) = spec.split_once('@') else {
-                bail!("expected USER@ADDRESS, got {spec:?}");
+                bail!("invalid host {spec:?}: expected USER@ADDRESS");
             };
             let target = SshTarget::direct(address, 22, user, Some(key.clone()));
             let session = Session::connect(&target, policy, &ConnectOptions::default()).await?;

@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use common::apply::{
-    SignedBundle, apply_command, apply_command_with, cluster_file, events, kubectl, ready_nodes,
+    SignedBundle, apply_command, apply_command_ready_within, apply_command_with, cluster_file,
+    events, kubectl, ready_nodes,
 };
 use common::{Lab, describe, stderr};
 
@@ -790,14 +791,15 @@ fn marked_hosts_leave_and_reset() {
 }
 
 #[test]
-fn worker_that_never_becomes_ready_is_named_with_its_log() {
-    let Some(lab) = Lab::start("worker_that_never_becomes_ready_is_named_with_its_log", 2) else {
+fn unready_worker_reports_service_log() {
+    let Some(lab) = Lab::start("unready_worker_reports_service_log", 2) else {
         return;
     };
     // The worker's install.before hook spoils the join token that airlock just wrote, so its k0s
     // starts and then stops, unable to join.
     let base = fs::read_to_string(lab.dir.join("cluster.yaml")).unwrap();
     let key_line = format!("        keyPath: {}\n", lab.key_path().display());
+
     // The worker is the last host of the file.
     let (head, tail) = base.rsplit_once(&key_line).unwrap();
     let hook = "      hooks:\n        install:\n          before: [\"echo not-a-token | sudo -n tee /etc/k0s/k0stoken\"]\n";
@@ -806,22 +808,16 @@ fn worker_that_never_becomes_ready_is_named_with_its_log() {
         format!("{head}{key_line}{hook}{tail}"),
     )
     .unwrap();
+
     let bundle = SignedBundle::build("bundles/lab.yaml");
     let cluster = cluster_file(&lab, &bundle, "");
-    let output = common::apply::airlock()
-        .arg("apply")
-        .arg("-c")
-        .arg(&cluster)
-        .arg("--bundle")
-        .arg(&bundle.bundle)
-        .arg("--known-hosts")
-        .arg(lab.known_hosts())
-        .arg("--out")
-        .arg(lab.dir.join("out"))
-        .args(["--ready-timeout", "4s"])
-        .output()
-        .unwrap();
+    let out = lab.dir.join("out");
+    let output =
+        apply_command_ready_within(&cluster, &bundle.bundle, &lab.known_hosts(), &out, "4s")
+            .output()
+            .unwrap();
     assert!(!output.status.success(), "{}", describe(&output));
+
     let text = stderr(&output);
     let worker = &lab.host("lab-2").address;
     assert!(

@@ -166,11 +166,13 @@ fn failing_hook_stops_apply() {
         )),
         "{text}"
     );
+    assert_no_k0s(&lab, "k0s was installed after the hook failed");
+}
+
+/// Checks that the lab's only host has no k0s binary in place.
+fn assert_no_k0s(lab: &Lab, message: &str) {
     let k0s = lab.ssh_root("lab-1", "test -e /usr/local/bin/k0s");
-    assert!(
-        !k0s.status.success(),
-        "k0s was installed after the hook failed"
-    );
+    assert!(!k0s.status.success(), "{message}");
 }
 
 #[test]
@@ -182,7 +184,7 @@ fn bundle_file_changed_after_verification_is_named() {
     ) else {
         return;
     };
-    // The hook holds the apply after the bundle was verified and before anything is uploaded,
+    // The hook pauses the apply after the bundle was verified and before anything is uploaded,
     // until the test has changed the bundle's k0s file.
     add_to_host(
         &lab,
@@ -200,6 +202,7 @@ fn bundle_file_changed_after_verification_is_named() {
         assert!(Instant::now() < deadline, "the hook never ran");
         std::thread::sleep(Duration::from_millis(100));
     }
+
     let manifest = fs::read_to_string(bundle.bundle.join("bundle.yaml")).unwrap();
     let k0s = manifest
         .split("- name: k0s\n")
@@ -218,11 +221,7 @@ fn bundle_file_changed_after_verification_is_named() {
     let text = stderr(&output);
     assert!(text.contains("changed since verification"), "{text}");
     assert!(text.contains(&k0s), "{text}");
-    let installed = lab.ssh_root("lab-1", "test -e /usr/local/bin/k0s");
-    assert!(
-        !installed.status.success(),
-        "the changed k0s file was installed"
-    );
+    assert_no_k0s(&lab, "the changed k0s file was installed");
 }
 
 #[test]

@@ -439,11 +439,8 @@ async fn large_upload_is_hashed_as_it_arrives() {
 }
 
 #[tokio::test]
-async fn large_upload_without_python_is_hashed_after_the_transfer() {
-    let Some(lab) = Lab::start(
-        "large_upload_without_python_is_hashed_after_the_transfer",
-        1,
-    ) else {
+async fn large_upload_without_python() {
+    let Some(lab) = Lab::start("large_upload_without_python", 1) else {
         return;
     };
     let host = connect(&lab, "lab-1").await;
@@ -529,9 +526,9 @@ async fn disk_filling_up_mid_write_is_reported() {
 }
 
 #[tokio::test]
-async fn disk_filling_up_during_a_streamed_write_is_reported() {
+async fn streamed_write_reports_full_disk() {
     let Some(lab) = Lab::start_with(
-        "disk_filling_up_during_a_streamed_write_is_reported",
+        "streamed_write_reports_full_disk",
         1,
         &["--disk-size", "16M"],
     ) else {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::record::PolicyRecord;
 use crate::digest::Digest;
 use crate::phase::K0sPaths;
-use crate::remote::Host;
+use crate::remote::{Host, sha256_command};
 use crate::shell::quote;
 
 /// The resource types one snapshot lists, all namespaces at once.
@@ -206,21 +206,20 @@ pub struct HostObservation {
 
 /// Builds the script that prints a host's k0s state and the sha256 of each of `paths`. It starts
 /// k0s once: `k0s status` carries the version of the running k0s, and `k0s version` runs only
-/// when the service does not. Files are hashed with OpenSSL where the host has its command-line
-/// tool, which uses the CPU's SHA instructions.
+/// when the service does not. Files are hashed as uploads are checked, with OpenSSL where the host
+/// has its command-line tool.
 pub fn observation_script(k0s_binary: &str, paths: &[&str]) -> String {
     let k0s = quote(k0s_binary);
     let mut script = format!(
         "if [ -x {k0s} ]; then status=$({k0s} status -o json 2>/dev/null | tr -d '\\n'); \
          if [ -n \"$status\" ]; then echo \"status=$status\"; \
-         else echo \"version=$({k0s} version 2>/dev/null)\"; fi; fi\n\
-         if openssl version >/dev/null 2>&1; then sha256_of() {{ openssl dgst -sha256 -r; }}; \
-         else sha256_of() {{ sha256sum; }}; fi\n"
+         else echo \"version=$({k0s} version 2>/dev/null)\"; fi; fi\n"
     );
     for path in paths {
         let quoted = quote(path);
         script.push_str(&format!(
-            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$(sha256_of < {quoted} | cut -d' ' -f1)\"; else echo file=missing; fi\n"
+            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$({} | cut -d' ' -f1)\"; else echo file=missing; fi\n",
+            sha256_command(&quoted)
         ));
     }
     script.push_str("true\n");
@@ -329,10 +328,12 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&k0s, std::fs::Permissions::from_mode(0o755)).unwrap();
+
         let file = dir.path().join("placed");
         std::fs::write(&file, b"placed bytes").unwrap();
         let missing = dir.path().join("missing");
         let paths = [file.to_str().unwrap(), missing.to_str().unwrap()];
+
         let output = std::process::Command::new("sh")
             .arg("-c")
             .arg(observation_script(k0s.to_str().unwrap(), &paths))
@@ -350,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn observation_script_takes_the_version_from_status_while_k0s_runs() {
+    fn observation_reads_version_from_status() {
         let running = observe_locally(r#"{"Version":"v1.35.3+k0s.0","Role":"controller"}"#);
         assert!(running.k0s_running);
         assert_eq!(running.k0s_version.as_deref(), Some("v1.35.3+k0s.0"));

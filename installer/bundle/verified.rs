@@ -199,7 +199,7 @@ impl VerifiedBundle {
 
     /// Opens a blob for a consumer that checks the digest itself, such as an upload that the
     /// host hashes and compares with the signed digest before it keeps the file. Reading stops at
-    /// the verified size; [`Self::check_blob`] tells afterwards whether the file still matches.
+    /// the verified size. [`Self::check_blob`] checks afterwards whether the file still matches.
     pub fn open_blob_unchecked(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ReadError> {
         Ok(self.open_blob(digest)?.inner)
     }

@@ -26,8 +26,9 @@ pub struct ApplyArgs {
     /// Connect and gather facts, then print what would change on each host without changing it.
     #[arg(long)]
     pub dry_run: bool,
-    /// The maximum number of hosts worked on at once. Defaults to spec.options.concurrency.limit of the cluster file, which is 30
-    /// unless the file sets it (0 there means no limit), as in k0sctl.
+    /// The maximum number of hosts worked on at once.
+    /// Defaults to spec.options.concurrency.limit of the cluster file, which is 30 unless the
+    /// file sets it (0 there means no limit), as in k0sctl.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
     #[command(flatten)]

@@ -128,8 +128,8 @@ pub struct Concurrency {
 }
 
 impl Concurrency {
-    /// The number of hosts to work on at once: `flag` (the `--concurrency` option) when given,
-    /// else `limit`, where 0 means every host at once.
+    /// Returns the number of hosts to work on at once: `flag` (the `--concurrency` option) when
+    /// given, else `limit`, where 0 means every host at once.
     pub fn hosts(&self, flag: Option<u16>, host_count: usize) -> usize {
         match (flag, self.limit) {
             (Some(flag), _) => usize::from(flag),

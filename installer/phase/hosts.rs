@@ -95,7 +95,7 @@ where
 {
     let total = items.len();
     // Unordered, so that a host that finishes early makes room for the next one while a slower
-    // host ahead of it in the list still works; the results are put back in order afterwards.
+    // host ahead of it in the list still works. The results are put back in order afterwards.
     let work = &work;
     let mut results: Vec<(usize, Result<R, HostFailure>)> =
         stream::iter(items.into_iter().enumerate())

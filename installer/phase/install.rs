@@ -3,9 +3,9 @@
 //!
 //! The first controller initializes the cluster. Every other host joins with a join token of its
 //! own, created on the first controller and written to the host through standard input. The
-//! tokens of a phase are invalidated together, in one command, once its joins are done. Hosts that already run k0s are left alone; a host whose
-//! service is installed but not running (a join that stopped part-way) is reinstalled with
-//! `--force`.
+//! tokens of a phase are invalidated together, in one command, once its joins are done. Hosts
+//! that already run k0s are left alone; a host whose service is installed but not running (a join
+//! that stopped part-way) is reinstalled with `--force`.
 
 use std::time::Duration;
 

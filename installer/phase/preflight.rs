@@ -9,6 +9,7 @@ use super::context::Run;
 use super::plan::{self, PlannedFile};
 use super::{HostFailure, HostFailures, Phase, PhaseError, for_each_host};
 use crate::k0s::{K0sVersion, RunningRole};
+use crate::remote::parent_dir;
 use crate::ui::{format_bytes, format_count};
 
 /// The largest clock difference between a host and this machine that k0s tolerates; certificates
@@ -254,12 +255,10 @@ async fn check_free_space(run: &Run) -> Result<BTreeMap<usize, Vec<String>>, Pha
                 .iter()
                 .filter(|file| !file.present)
                 .map(|file| {
-                    let dir = file.staging_dir.clone().unwrap_or_else(|| {
-                        file.path
-                            .rsplit_once('/')
-                            .map_or("/", |(dir, _)| if dir.is_empty() { "/" } else { dir })
-                            .to_string()
-                    });
+                    let dir = file
+                        .staging_dir
+                        .clone()
+                        .unwrap_or_else(|| parent_dir(&file.path));
                     (dir, file.size)
                 })
                 .collect();
@@ -294,16 +293,16 @@ async fn check_free_space(run: &Run) -> Result<BTreeMap<usize, Vec<String>>, Pha
                 .filter(|(_, (files, _, _))| *files > 0)
                 .filter_map(|(mount, (files, free, holds_data_dir))| {
                     let reserve = if holds_data_dir { DATA_DIR_RESERVE } else { 0 };
-                    let wanted = files + files / 10 + reserve;
-                    let kept = if holds_data_dir {
+                    let required = files + files / 10 + reserve;
+                    let reserve_text = if holds_data_dir {
                         format!(", and {} for k0s's own data", format_bytes(reserve))
                     } else {
                         String::new()
                     };
-                    (free < wanted).then(|| {
+                    (free < required).then(|| {
                         format!(
-                            "the file system at {mount} needs {} free: {} of files plus a tenth{kept}, but only {} is free; free space or grow the disk",
-                            format_bytes(wanted),
+                            "the file system at {mount} needs {} free: {} of files plus a tenth{reserve_text}, but only {} is free; free space or grow the disk",
+                            format_bytes(required),
                             format_bytes(files),
                             format_bytes(free)
                         )

@@ -136,7 +136,7 @@ async fn upload_one(
     }
     let reader: Box<dyn std::io::Read + Send> = match &file.source {
         // The host hashes the bytes it receives and compares them with the signed digest, so
-        // they are not hashed a second time here; a mismatch is traced below.
+        // they are not hashed a second time here. A mismatch is traced below.
         FileSource::Blob(digest) => Box::new(tokio::task::block_in_place(|| {
             bundle.open_blob_unchecked(digest)
         })?),

@@ -243,23 +243,8 @@ impl Host {
 
     /// The sha256 of `path` computed on the host; `None` when the file does not exist.
     pub async fn sha256(&self, path: &str) -> Result<Option<Digest>, HostError> {
-        let script = format!(
-            "if [ -f {0} ]; then {1}; else exit 3; fi",
-            quote(path),
-            sha256_command(&quote(path))
-        );
-        let output = self.run_output(&script).await?;
-        match output.status {
-            Some(0) => self
-                .parse_sha256sum(&script, &output.stdout_text())
-                .map(Some),
-            Some(3) => Ok(None),
-            _ => Err(HostError::Read {
-                host: self.label().to_string(),
-                path: path.to_string(),
-                reason: output.stderr_tail(),
-            }),
-        }
+        let mut digests = self.sha256_each(&[path]).await?;
+        Ok(digests.pop().flatten())
     }
 
     /// Computes the sha256 of each of `paths` on the host in one command, with `None` for a
@@ -315,25 +300,13 @@ impl Host {
             })
     }
 
-    /// Free bytes on the file system that holds `dir` (or its nearest existing parent).
+    /// Free bytes on the file system that contains `dir` (or its nearest existing parent).
     pub async fn free_space(&self, dir: &str) -> Result<u64, HostError> {
-        let script = format!(
-            "d={}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | awk 'NR==2 {{print $4}}'",
-            quote(dir)
-        );
-        let stdout = self.run(&script).await?;
-        stdout
-            .trim()
-            .parse::<u64>()
-            .map(|kib| kib * 1024)
-            .map_err(|_| HostError::Parse {
-                host: self.label().to_string(),
-                command: script,
-                output: stdout,
-            })
+        let mut mounts = self.free_space_each(&[dir]).await?;
+        Ok(mounts.pop().map_or(0, |(_, free)| free))
     }
 
-    /// Returns, for each of `dirs`, the mount point of the file system that holds it (or its
+    /// Returns, for each of `dirs`, the mount point of the file system that contains it (or its
     /// nearest existing parent) and the bytes free there, in one command.
     pub async fn free_space_each(&self, dirs: &[&str]) -> Result<Vec<(String, u64)>, HostError> {
         let mut script = String::new();
@@ -552,11 +525,11 @@ const RECEIVE_SCRIPT: &str = include_str!("receive.py");
 /// CPU's SHA instructions and coreutils' `sha256sum` does not. On a 2-vCPU AMD EPYC with SHA-NI,
 /// OpenSSL 3.0 hashed 1 GiB about 3 times as fast as coreutils 9.1, which made the hash check
 /// take longer than the upload itself.
-fn sha256_command(quoted_path: &str) -> String {
+pub(crate) fn sha256_command(quoted_path: &str) -> String {
     format!("{{ openssl dgst -sha256 -r {quoted_path} 2>/dev/null || sha256sum {quoted_path}; }}")
 }
 
-fn parent_dir(path: &str) -> String {
+pub(crate) fn parent_dir(path: &str) -> String {
     match path.rsplit_once('/') {
         Some(("", _)) => "/".to_string(),
         Some((dir, _)) => dir.to_string(),

@@ -13,6 +13,7 @@ pub mod stream;
 mod target;
 
 pub use host::{Host, HostError, Placement, Upload};
+pub(crate) use host::{parent_dir, sha256_command};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
 pub use lock::{HostLock, LockError, LockOwner};
 pub use passphrase::PASSPHRASE_ENV;

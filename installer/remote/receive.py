@@ -3,9 +3,9 @@
 # they arrive overlaps the hash with the transfer, while `cat > FILE` followed by a hash of FILE
 # reads the whole file a second time after the last byte arrived.
 #
-# The main thread reads and writes; a second thread hashes what was written, so that the two use
-# two CPUs (hashlib and os.write release the GIL). Buffers go back to the reader only once they
-# are hashed.
+# The main thread reads and writes, and a second thread hashes what was written. hashlib and
+# os.write release the GIL, so the two threads use two CPUs. Buffers go back to the reader only
+# once they are hashed.
 #
 # It runs under `python3 -I -S`, uses only modules that every Python 3 has, and contains no
 # single quote, because airlock passes it in single quotes on the command line.

@@ -274,7 +274,7 @@ impl Output {
 /// than an unbounded allocation.
 const OUTPUT_LIMIT: usize = 64 << 20;
 
-/// The first line of `command`, cut at 160 characters, for logs.
+/// Shortens `command` for logs to its first line, cut at 160 characters.
 fn abbreviate(command: &str) -> String {
     let line = command.lines().next().unwrap_or_default();
     match line.char_indices().nth(160) {

@@ -151,6 +151,17 @@ pub fn apply_command_into(
     known_hosts: &Path,
     out: &Path,
 ) -> Command {
+    apply_command_ready_within(cluster, bundle, known_hosts, out, "60s")
+}
+
+/// `airlock apply` that waits at most `ready_timeout` for each host to become ready.
+pub fn apply_command_ready_within(
+    cluster: &Path,
+    bundle: &Path,
+    known_hosts: &Path,
+    out: &Path,
+    ready_timeout: &str,
+) -> Command {
     let mut command = airlock();
     command
         .arg("apply")
@@ -162,7 +173,7 @@ pub fn apply_command_into(
         .arg(known_hosts)
         .arg("--out")
         .arg(out)
-        .args(["--ready-timeout", "60s", "--connect-timeout", "3s"]);
+        .args(["--ready-timeout", ready_timeout, "--connect-timeout", "3s"]);
     command
 }
 

@@ -26,7 +26,6 @@ use build::build;
 
 pub struct WriteBlueprint;
 
-/// The files the phase writes, by name, in the order they are written.
 /// Whether [`write`] prints what it wrote and the failing controls.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
@@ -35,6 +34,7 @@ pub enum Summary {
     Skip,
 }
 
+/// The files the phase writes, by name, in the order they are written.
 struct Outputs {
     files: Vec<(String, Vec<u8>)>,
     passed: usize,
