@@ -1,17 +1,18 @@
 """The k0s command line: dispatch to each subcommand and k0s's error reporting
-(`Error: <message>` on stderr, exit status 1)."""
+(`Error: <message>` on stderr, exit status 1).
 
-import io
+Installers run k0s many times per host, so each command imports only the modules it needs: YAML,
+kubectl and the service process load when a command uses them."""
+
+import importlib
 import json
 import os
 import shutil
 import sys
-import tarfile
 import time
 
-from . import config as k0s_config
 from . import flags as f
-from . import kubectl, service, tokens, versions
+from . import service, versions
 from .errors import K0sError, KubectlError
 from .host import Host, rfc3339
 from .store import Cluster
@@ -75,6 +76,8 @@ def cmd_token(host, argv):
     if not argv:
         print("Manage join tokens\n\nUsage:\n  k0s token [command]\n\nAvailable Commands:\n  create\n  invalidate\n  list")
         return 0
+    from . import tokens
+
     command, rest = argv[0], argv[1:]
     common = [f.Flag("data-dir"), f.Flag("config", short="c"), f.Flag("status-socket")] + f.DEBUG_FLAGS
     cluster = Cluster(host)
@@ -146,6 +149,8 @@ def cmd_config(host, argv):
     if not argv:
         print("Configuration related sub-commands\n\nUsage:\n  k0s config [command]\n\nAvailable Commands:\n  create\n  validate")
         return 0
+    from . import config as k0s_config
+
     command, rest = argv[0], argv[1:]
     common = [f.Flag("data-dir"), f.Flag("feature-gates", "list")] + f.DEBUG_FLAGS
     if command == "create":
@@ -240,6 +245,8 @@ def cmd_airgap(host, argv):
         parsed = f.parse(rest, [f.Flag("all", "bool"), f.Flag("config", short="c"), f.Flag("platform"), f.Flag("data-dir")] + f.DEBUG_FLAGS)
         cluster_config = None
         if parsed.get("config"):
+            from . import config as k0s_config
+
             with open(host.path(parsed.get("config"))) as file:
                 cluster_config = k0s_config.parse_and_validate(file.read(), parsed.get("config"))
         for image in versions.system_images(host.version, cluster_config, bool(parsed.get("all"))):
@@ -274,6 +281,8 @@ def cmd_sysinfo(host, argv):
         for name, value, result in probes:
             print("%s: %s (%s)" % (name, value, result))
     else:
+        from . import config as k0s_config
+
         document = [{"description": name, "value": value, "result": result} for name, value, result in probes]
         print(json.dumps(document, indent=2) if output == "json" else k0s_config.dump_yaml(document), end="\n" if output == "json" else "")
     return 0
@@ -296,6 +305,9 @@ def cmd_backup(host, argv):
     status = _running_status(host, parsed)
     if status.get("Role") != "controller":
         raise K0sError("backup command must be run on the controller node, have %s" % status.get("Role"))
+    import io
+    import tarfile
+
     cluster = Cluster(host)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
@@ -329,6 +341,9 @@ def cmd_restore(host, argv):
     for role in ("controller", "worker"):
         if service.running_pid(host, role):
             raise K0sError("k0s seems to be running! k0s must be down during the restore operation")
+    import io
+    import tarfile
+
     source = parsed.args[0]
     data = sys.stdin.buffer.read() if source == "-" else open(host.path(source), "rb").read()
     data_dir = _data_dir(parsed)
@@ -361,6 +376,15 @@ def cmd_restore(host, argv):
     return 0
 
 
+def _loaded(module, function):
+    """A command whose module is imported when the command runs."""
+
+    def run(host, argv):
+        return getattr(importlib.import_module("." + module, __package__), function)(host, argv)
+
+    return run
+
+
 COMMANDS = {
     "version": cmd_version,
     "install": service.install,
@@ -376,8 +400,8 @@ COMMANDS = {
     "sysinfo": cmd_sysinfo,
     "backup": cmd_backup,
     "restore": cmd_restore,
-    "kubectl": kubectl.run,
-    "kc": kubectl.run,
+    "kubectl": _loaded("kubectl", "run"),
+    "kc": _loaded("kubectl", "run"),
 }
 
 
@@ -401,7 +425,9 @@ def main(executable, argv):
     command, rest = argv[0], argv[1:]
     try:
         if command in ("controller", "server", "worker"):
-            return service.run_service(host, "worker" if command == "worker" else "controller", rest)
+            from . import service_process
+
+            return service_process.run_service(host, "worker" if command == "worker" else "controller", rest)
         handler = COMMANDS.get(command)
         if handler is None:
             raise K0sError('unknown command "%s" for "k0s"' % command)

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import time
-import uuid
 
 from .errors import K0sError
 from .host import now, rfc3339_millis
@@ -202,4 +201,6 @@ class Cluster:
 
 
 def new_uid():
+    import uuid  # imported here: its start-up cost is paid only by runs that create objects
+
     return str(uuid.uuid4())
