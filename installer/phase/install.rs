@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::context::Run;
-use super::k0s_ops::{self, K0sPaths};
+use super::k0s_ops::{self, JoinToken, K0sPaths};
 use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::config::{Cluster, Host as HostSpec, InstallOptions};
 use crate::remote::Host;
@@ -47,7 +47,7 @@ impl Phase<Run> for InitializeCluster {
         run.nodes[index].installed_by_this_run = true;
 
         let timeout = run.settings.ready_timeout;
-        let installed = install_and_start(&run.cluster, &spec, &host, options, timeout).await;
+        let installed = install_and_start(&run.cluster, &spec, &host, options, None, timeout).await;
         installed.map_err(|e| PhaseError::new(HostFailure::new(label.clone(), e).into_error()))?;
         if spec.role.runs_workloads() {
             let paths = run.nodes[index].k0s_paths();
@@ -272,37 +272,53 @@ impl Phase<Run> for JoinWorkers {
     }
 }
 
-/// Installs k0s as a service and starts it; the caller waits for what readiness means.
+/// Installs k0s as a service and starts it, after writing the join token when there is one;
+/// the caller waits for what readiness means. Without `install.before` hooks, writing the token,
+/// installing and starting are one command, so a join costs one round trip to the host.
 async fn install_and_start(
     cluster: &Cluster,
     spec: &HostSpec,
     host: &Host,
     options: InstallOptions,
+    token: Option<&JoinToken>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let command = with_environment(cluster.install_command(spec, options)?, spec);
     let paths = K0sPaths {
         binary: &spec.k0s_install_path,
         data_dir: &spec.data_dir,
     };
+    let mut prepare = Vec::new();
     if options.force {
         // A service left by a join that stopped part-way; k0s refuses to start it twice.
-        let _ = host
-            .run(&format!("{} stop", quote(&spec.k0s_install_path)))
-            .await;
+        prepare.push(format!(
+            "{{ {} stop >/dev/null 2>&1 || true; }}",
+            quote(&spec.k0s_install_path)
+        ));
     }
-    super::hooks::run_host_hooks(host, spec, "install", "before").await?;
-    tracing::debug!(host = %host.label(), %command, "installing k0s");
-    host.run(&command).await?;
-    if spec.role.is_controller() {
-        k0s_ops::start(host, paths, timeout).await?;
-        k0s_ops::wait_api_ready(host, paths, timeout).await?;
+    if token.is_some() {
+        prepare.push(k0s_ops::write_token_command());
+    }
+    let input = token.map(JoinToken::file_contents).unwrap_or_default();
+    let install = with_environment(cluster.install_command(spec, options)?, spec);
+    tracing::debug!(host = %host.label(), command = %install, "installing k0s");
+    let setup = [install, k0s_ops::start_command(paths)];
+    if spec.hooks.commands("install", "before").is_empty() {
+        host.run_with_input(&[prepare, setup.to_vec()].concat().join(" && "), &input)
+            .await?;
     } else {
-        // The caller waits for the worker's node to be Ready, which shows that k0s runs, so
-        // `k0s status` is not polled as well. That saves starting k0s once per worker. A worker
-        // that never becomes Ready is reported with its service log.
-        k0s_ops::start_service(host, paths).await?;
+        if !prepare.is_empty() {
+            host.run_with_input(&prepare.join(" && "), &input).await?;
+        }
+        super::hooks::run_host_hooks(host, spec, "install", "before").await?;
+        host.run(&setup.join(" && ")).await?;
     }
+    if spec.role.is_controller() {
+        k0s_ops::wait_running(host, paths, timeout).await?;
+        k0s_ops::wait_api_ready(host, paths, timeout).await?;
+    }
+    // A worker's node becoming Ready shows that k0s runs, so the caller waits for that instead
+    // of polling `k0s status` as well, which would start k0s once more per worker. A worker that
+    // never becomes Ready is reported with its service log.
     super::hooks::run_host_hooks(host, spec, "install", "after").await?;
     Ok(())
 }
@@ -398,8 +414,8 @@ impl<'a> Joins<'a> {
             .expect("token ids lock")
             .push(token.id.clone());
         let joined = async {
-            k0s_ops::write_token(host, &token).await?;
-            install_and_start(self.cluster, spec, host, options, self.timeout).await?;
+            let token = Some(&token);
+            install_and_start(self.cluster, spec, host, options, token, self.timeout).await?;
             if spec.role.runs_workloads()
                 && let Err(error) = self.readiness.wait(node_name, self.timeout).await
             {

@@ -80,14 +80,23 @@ pub async fn status(host: &Host, paths: K0sPaths<'_>) -> Result<Option<K0sStatus
         .filter(K0sStatus::is_running))
 }
 
-/// Starts the installed service without waiting for it.
-pub async fn start_service(host: &Host, paths: K0sPaths<'_>) -> Result<(), HostError> {
-    host.run(&format!("{} start", paths.k0s())).await.map(drop)
+/// The command that starts the installed service without waiting for it.
+pub fn start_command(paths: K0sPaths<'_>) -> String {
+    format!("{} start", paths.k0s())
 }
 
 /// Starts the installed service and waits until `k0s status` answers.
 pub async fn start(host: &Host, paths: K0sPaths<'_>, timeout: Duration) -> anyhow::Result<()> {
-    start_service(host, paths).await?;
+    host.run(&start_command(paths)).await?;
+    wait_running(host, paths, timeout).await
+}
+
+/// Waits until `k0s status` answers, after a start.
+pub async fn wait_running(
+    host: &Host,
+    paths: K0sPaths<'_>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     wait_until(&format!("k0s on {}", host.label()), timeout, || async {
         Ok(match status(host, paths).await? {
             Some(_) => None,
@@ -276,10 +285,21 @@ pub async fn invalidate_tokens(
         .map(drop)
 }
 
-/// Writes the token file a joining host's install reads; the token travels on standard input.
-pub async fn write_token(host: &Host, token: &JoinToken) -> Result<(), HostError> {
-    host.write_file(TOKEN_FILE, format!("{}\n", token.token).as_bytes(), "0600")
-        .await
+impl JoinToken {
+    /// What the token file holds. It reaches the host on standard input, never in a command
+    /// line; see [`write_token_command`].
+    pub fn file_contents(&self) -> Vec<u8> {
+        format!("{}\n", self.token).into_bytes()
+    }
+}
+
+/// A shell command that writes standard input to the token file a joining host's install
+/// reads, readable by root only, and renames it into place once it is whole.
+pub fn write_token_command() -> String {
+    let file = quote(TOKEN_FILE);
+    let temporary = quote(&format!("{TOKEN_FILE}.airlock-{}", std::process::id()));
+    let dir = quote(&crate::remote::parent_dir(TOKEN_FILE));
+    format!("mkdir -p {dir} && (umask 077 && cat > {temporary}) && mv -f {temporary} {file}")
 }
 
 /// Replaces the token file's content once the join is done, as k0sctl does, so the used token

@@ -189,12 +189,13 @@ impl Host {
         self.check(script, output)
     }
 
-    /// Runs a shell script as root with `input` on its standard input. Use this for secrets:
-    /// they never appear in a command line.
+    /// Runs a shell script as root with `input` on its standard input, under the session's
+    /// default time limit. Use this for secrets: they never appear in a command line.
     pub async fn run_with_input(&self, script: &str, input: &[u8]) -> Result<String, HostError> {
+        let limit = self.session.command_timeout();
         let output = self
             .session
-            .exec_with_input(&self.privileged(script), input, None)
+            .exec_with_input(&self.privileged(script), input, Some(limit))
             .await?;
         self.check(script, output)
     }

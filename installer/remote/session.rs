@@ -486,6 +486,11 @@ impl Session {
             .await
     }
 
+    /// The time limit of commands whose input is known in advance.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
     /// Runs `command`, streaming `input` to its standard input and closing it at the end.
     /// `timeout` bounds the whole command; `None` leaves it to the connection's keepalive to
     /// notice a dead host (for uploads whose length depends on the data).
