@@ -23,11 +23,16 @@ struct Installed {
 }
 
 fn installed(test: &str, count: usize, options: &[&str]) -> Option<Installed> {
+    installed_with(test, count, options, "")
+}
+
+/// Installs the old bundle on a lab whose cluster file ends with `extra` under `spec`.
+fn installed_with(test: &str, count: usize, options: &[&str], extra: &str) -> Option<Installed> {
     let lab = Lab::start_with(test, count, options)?;
     let mut bundles = SignedBundle::build_all(&["bundles/lab.yaml", "bundles/lab-next.yaml"]);
     let new = bundles.pop().unwrap();
     let old = bundles.pop().unwrap();
-    let cluster = cluster_file(&lab, &old, "");
+    let cluster = cluster_file(&lab, &old, extra);
     let output = apply_command(&lab, &cluster, &old.bundle).output().unwrap();
     assert!(
         output.status.success(),
@@ -65,6 +70,20 @@ fn upgrade_command(installed: &Installed, bundle: &Path) -> Command {
     command
 }
 
+/// Upgrades to the new bundle, checks that every host runs it, and returns the output and the
+/// double's events of the upgrade.
+fn upgrade_to_new(installed: &Installed) -> (std::process::Output, Vec<serde_json::Value>) {
+    let lab = &installed.lab;
+    let before = events(lab).len();
+    let output = upgrade_command(installed, &installed.new.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(all_run(lab, NEW), "{:?}", running_versions(lab));
+    let log = events(lab).split_off(before);
+    (output, log)
+}
+
 /// The k0s version each host runs, by host name.
 fn running_versions(lab: &Lab) -> Vec<(String, String)> {
     lab.hosts
@@ -100,12 +119,7 @@ fn cluster_upgrades_in_order_with_drains() {
         return;
     };
     let lab = &installed.lab;
-    let before = events(lab).len();
-    let output = upgrade_command(&installed, &installed.new.bundle)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
-    assert!(all_run(lab, NEW), "{:?}", running_versions(lab));
+    let (output, log) = upgrade_to_new(&installed);
     // The blueprint is rewritten after every node, but its summary is printed once, at the end.
     let printed = format!("{}{}", common::stdout(&output), stderr(&output));
     assert_eq!(
@@ -117,7 +131,6 @@ fn cluster_upgrades_in_order_with_drains() {
 
     // The double's event log: each node stops and starts before the next one stops, controllers
     // first, and each worker is drained before it stops.
-    let log = &events(lab)[before..];
     let stops: Vec<&str> = log
         .iter()
         .filter(|e| e["event"] == "stop")
@@ -125,7 +138,7 @@ fn cluster_upgrades_in_order_with_drains() {
         .collect();
     assert_eq!(stops, ["lab-1", "lab-2", "lab-3", "lab-4", "lab-5"]);
     let mut running_upgrade: Option<&str> = None;
-    for event in log {
+    for event in &log {
         let host = event["host"].as_str().unwrap_or_default();
         match event["event"].as_str().unwrap_or_default() {
             "stop" => {
@@ -188,6 +201,35 @@ fn second_upgrade_changes_nothing() {
         .cloned()
         .collect();
     assert!(changes.is_empty(), "{changes:?}");
+}
+
+#[test]
+fn workers_go_in_batches_of_the_disruption_share() {
+    let extra = "  options:\n    concurrency:\n      workerDisruptionPercent: 100\n";
+    let Some(installed) = installed_with(
+        "workers_go_in_batches_of_the_disruption_share",
+        3,
+        &["--roles", "controller,worker,worker"],
+        extra,
+    ) else {
+        return;
+    };
+    let (output, log) = upgrade_to_new(&installed);
+    assert!(
+        stderr(&output).contains("workers: 2 at a time"),
+        "{}",
+        describe(&output)
+    );
+
+    // Both workers stop before either starts again: they are one batch.
+    let position = |event: &str, host: &str| {
+        log.iter()
+            .position(|e| e["event"] == event && e["host"] == host)
+            .unwrap_or_else(|| panic!("no {event} event for {host}: {log:?}"))
+    };
+    let last_stop = position("stop", "lab-2").max(position("stop", "lab-3"));
+    let first_start = position("start", "lab-2").min(position("start", "lab-3"));
+    assert!(last_stop < first_start, "{log:?}");
 }
 
 #[test]

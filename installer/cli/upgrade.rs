@@ -27,8 +27,11 @@ pub struct UpgradeArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The number of workers upgraded at once; controllers always go one at a time.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
+    /// Defaults to spec.options.concurrency.workerDisruptionPercent of the workers (10 unless
+    /// the file sets it), rounded down, at least one and at most spec.options.concurrency.limit,
+    /// as in k0sctl.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
     /// Allow a bundle whose version is not newer than the installed one; recorded in the audit
     /// log.
     #[arg(long)]
@@ -72,7 +75,7 @@ pub async fn run(mut args: UpgradeArgs, ui: &Ui) -> CliResult {
             allow_downgrade: args.allow_downgrade,
         },
         dry_run: args.dry_run,
-        concurrency: 10,
+        concurrency: cluster.options.concurrency.hosts(None, cluster.hosts.len()),
         known_hosts: args.connection.known_hosts_path()?,
         accept_new_host_keys: args.connection.accept_new_host_keys,
         out_dir: args.out.clone(),
@@ -83,6 +86,15 @@ pub async fn run(mut args: UpgradeArgs, ui: &Ui) -> CliResult {
         restore_from: None,
         prune: false,
     };
+    let workers = cluster
+        .hosts
+        .iter()
+        .filter(|host| !host.role.is_controller() && !host.reset)
+        .count();
+    let worker_batch = cluster
+        .options
+        .concurrency
+        .worker_batch(args.concurrency, workers);
     let mut run = Run::new(
         cluster,
         Some(bundle),
@@ -91,7 +103,7 @@ pub async fn run(mut args: UpgradeArgs, ui: &Ui) -> CliResult {
         ui.clone(),
         "upgrade",
     );
-    let mut phases = phase::upgrade(usize::from(args.concurrency));
+    let mut phases = phase::upgrade(worker_batch);
     execute_phases(&mut phases, &mut run, ui, args.dry_run).await?;
 
     let elapsed = format_duration(ui.elapsed());

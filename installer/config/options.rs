@@ -137,6 +137,21 @@ impl Concurrency {
             (None, limit) => usize::try_from(limit).unwrap_or(usize::MAX),
         }
     }
+
+    /// Returns the number of workers an upgrade takes down at once: `flag` (the `--concurrency`
+    /// option) when given, else `worker_disruption_percent` of `worker_count` rounded down, at
+    /// least one and at most `limit`, as k0sctl documents its worker batches.
+    pub fn worker_batch(&self, flag: Option<u16>, worker_count: usize) -> usize {
+        if let Some(flag) = flag {
+            return usize::from(flag);
+        }
+        let percent = usize::try_from(self.worker_disruption_percent).unwrap_or(100);
+        let share = (worker_count * percent / 100).max(1);
+        match self.limit {
+            0 => share,
+            limit => share.min(usize::try_from(limit).unwrap_or(usize::MAX)),
+        }
+    }
 }
 
 pub(super) fn build_options(raw: Option<RawOptions>, problems: &mut Problems<'_>) -> Options {
@@ -243,5 +258,22 @@ mod tests {
         assert_eq!(unlimited.hosts(None, 40), 40);
         assert_eq!(unlimited.hosts(None, 0), 1);
         assert_eq!(unlimited.hosts(Some(3), 40), 3);
+    }
+
+    #[test]
+    fn worker_batch_is_a_share_of_the_workers() {
+        let concurrency = |limit, worker_disruption_percent| Concurrency {
+            limit,
+            worker_disruption_percent,
+            uploads: 5,
+        };
+        // 10 % of 40 workers, of 5 (rounded down to none, so one), and of none.
+        assert_eq!(concurrency(30, 10).worker_batch(None, 40), 4);
+        assert_eq!(concurrency(30, 10).worker_batch(None, 5), 1);
+        assert_eq!(concurrency(30, 10).worker_batch(None, 0), 1);
+        // The limit caps the share, 0 lifts the cap, and the flag wins over both.
+        assert_eq!(concurrency(3, 50).worker_batch(None, 40), 3);
+        assert_eq!(concurrency(0, 100).worker_batch(None, 40), 40);
+        assert_eq!(concurrency(3, 50).worker_batch(Some(7), 40), 7);
     }
 }

@@ -119,7 +119,7 @@ pub fn upgrade(worker_batch: usize) -> Vec<Box<dyn Phase<Run>>> {
         Box::new(upgrade::CheckUpgrade),
         Box::new(render_stacks::RenderStacks),
         Box::new(preflight::Preflight),
-        Box::new(upgrade::PlanUpgrade),
+        Box::new(upgrade::PlanUpgrade { worker_batch }),
         Box::new(upload::Upload),
         Box::new(configure_k0s::ConfigureK0s),
         Box::new(hooks::RunHooks {

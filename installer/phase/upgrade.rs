@@ -272,7 +272,10 @@ async fn check_nodes(run: &Run, only: Option<&[String]>) -> Result<(), PhaseErro
 
 /// Phase "Plan the upgrade": what changes on each host and stack, printed before anything
 /// changes. In a dry run, the phases after it change nothing.
-pub struct PlanUpgrade;
+pub struct PlanUpgrade {
+    /// The number of workers upgraded at once, as [`UpgradeWorkers`] takes them.
+    pub worker_batch: usize,
+}
 
 #[async_trait]
 impl Phase<Run> for PlanUpgrade {
@@ -299,7 +302,11 @@ impl Phase<Run> for PlanUpgrade {
                 .unwrap_or_default()
         };
         let target = run.bundle().manifest().k0s.version.clone();
+        let mut workers_to_upgrade = 0;
         for node in &run.nodes {
+            if !node.spec.role.is_controller() && node.needs_upgrade(&target) {
+                workers_to_upgrade += 1;
+            }
             let from = node
                 .facts
                 .k0s_status
@@ -325,6 +332,12 @@ impl Phase<Run> for PlanUpgrade {
                 node.spec.role,
                 format_count(uploads.len(), "file", "files"),
                 format_bytes(bytes)
+            ));
+        }
+        if workers_to_upgrade > 1 {
+            run.ui.println(&format!(
+                "workers: {} at a time (--concurrency, or spec.options.concurrency in the cluster file)",
+                self.worker_batch.min(workers_to_upgrade)
             ));
         }
         let installed = run
@@ -363,7 +376,7 @@ impl Phase<Run> for PlanUpgrade {
 /// Phase "Upgrade controllers": one at a time, the cluster checked healthy after each.
 pub struct UpgradeControllers;
 
-/// Phase "Upgrade workers": in batches of `--concurrency`, each drained first.
+/// Phase "Upgrade workers": in batches of `batch` workers, each drained first.
 pub struct UpgradeWorkers {
     pub batch: usize,
 }
