@@ -205,7 +205,10 @@ fn kill_and_resume(test: &str, marker: &str) {
 
 #[test]
 fn apply_killed_during_upload_resumes() {
-    kill_and_resume("apply_killed_during_upload_resumes", "uploading k0s");
+    kill_and_resume(
+        "apply_killed_during_upload_resumes",
+        "uploading /usr/local/bin/k0s",
+    );
 }
 
 #[test]

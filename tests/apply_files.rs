@@ -80,6 +80,29 @@ fn files_and_hooks_reach_the_host() {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
 
+    // Progress names where each file goes on the host, not the local source path.
+    let text = stderr(&output);
+    let uploads: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(": uploading "))
+        .collect();
+    for destination in [
+        "/etc/airlock-tool/bin/tool.sh",
+        "/etc/airlock-tool/conf.d/a.conf",
+        "/etc/airlock-tool/motd",
+    ] {
+        let expected = format!(": uploading {destination}");
+        assert!(
+            uploads.iter().any(|line| line.ends_with(&expected)),
+            "{destination} missing from the upload lines: {uploads:?}"
+        );
+    }
+    let local_dir = local.path().display().to_string();
+    assert!(
+        !uploads.iter().any(|line| line.contains(&local_dir)),
+        "{uploads:?}"
+    );
+
     let stat = lab.ssh_root(
         "lab-1",
         "stat -c '%n %a %U %G' /etc/airlock-tool/bin /etc/airlock-tool/bin/tool.sh \

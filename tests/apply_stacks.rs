@@ -168,7 +168,7 @@ fn changed_tenants_change_only_their_files() {
         .collect();
     assert_eq!(uploads.len(), 1, "{uploads:?}");
     assert!(
-        uploads[0].ends_with("uploading tenants/tenant-clinic.yaml"),
+        uploads[0].ends_with("uploading /var/lib/k0s/manifests/tenants/tenant-clinic.yaml"),
         "{uploads:?}"
     );
     assert!(kubectl(&lab, "lab-1", "get namespace clinic -o name").contains("clinic"));
@@ -187,7 +187,7 @@ fn changed_tenants_change_only_their_files() {
         .collect();
     assert_eq!(uploads.len(), 1, "{uploads:?}");
     assert!(
-        uploads[0].ends_with("uploading tenants/tenant-research.yaml"),
+        uploads[0].ends_with("uploading /var/lib/k0s/manifests/tenants/tenant-research.yaml"),
         "{uploads:?}"
     );
 

@@ -453,6 +453,30 @@ async fn large_upload_without_python() {
 }
 
 #[tokio::test]
+async fn large_upload_with_broken_python() {
+    let Some(lab) = Lab::start("large_upload_with_broken_python", 1) else {
+        return;
+    };
+    let host = connect(&lab, "lab-1").await;
+    // A failing script mounted over python3 acts like a broken or too old interpreter.
+    // `command -v` still finds it, but it runs nothing.
+    host.run(
+        "printf '#!/bin/sh\\necho python3 is broken >&2\\nexit 1\\n' > /run/broken-python && \
+         chmod 0755 /run/broken-python && \
+         mount --bind /run/broken-python \"$(command -v python3)\" && \
+         command -v python3 && ! python3 -c ''",
+    )
+    .await
+    .unwrap();
+    upload_and_check(
+        &host,
+        &vec![7u8; STREAMED],
+        "/var/lib/k0s/broken-python.bin",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn full_disk_is_reported_before_upload() {
     let Some(lab) = Lab::start_with(
         "full_disk_is_reported_before_upload",

@@ -1,7 +1,7 @@
 //! `airlock bundle`: build, sign, verify, pack, unpack and inspect offline bundles.
 
 use super::report::print_output;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -11,11 +11,11 @@ use super::{CliError, CliResult, Status};
 use crate::bundle::archive::{self, PackError, PackOptions, PartError, UnpackError};
 use crate::bundle::{
     self, BuildError, BuildOptions, Bundle, BundleInspection, Credentials, FetchError,
-    NetworkOptions, PinOrigin, PublicKey, SignError, SignatureError, TrustPolicy, VerifiedBundle,
-    VerifyError,
+    NetworkOptions, PinOrigin, PublicKey, SignError, SignatureError, TransferSummary, TrustPolicy,
+    VerifiedBundle, VerifyError,
 };
 use crate::digest::Digest;
-use crate::ui::{Ui, format_bytes, format_duration};
+use crate::ui::{Ui, format_bytes, format_count, format_duration};
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
@@ -195,15 +195,7 @@ fn build(args: BuildArgs, ui: &Ui) -> CliResult {
             None => String::new(),
         }
     ));
-    let transfer = &summary.transfer;
-    ui.println(&format!(
-        "downloaded {} in {} blobs, reused {} in {} blobs from {}",
-        format_bytes(transfer.downloaded_bytes),
-        transfer.downloaded_blobs,
-        format_bytes(transfer.reused_bytes),
-        transfer.reused_blobs,
-        args.output.display(),
-    ));
+    ui.println(&describe_transfer(&summary.transfer, &args.output));
     if let Some(lock) = &summary.lock_written {
         ui.println(&format!(
             "recorded the digests of unpinned downloads in {}; commit it with the specification",
@@ -223,6 +215,58 @@ fn build(args: BuildArgs, ui: &Ui) -> CliResult {
     };
     ui.println(&format!("next: {next}"));
     Ok(Status::Success)
+}
+
+/// Describes where a build's blobs came from, such as `copied 2 local files (1.5 MiB), reused
+/// 3 blobs (20.0 MiB) from bundle, downloaded 1 blob (100.0 KiB)`. Sources a build did not use
+/// are left out.
+fn describe_transfer(transfer: &TransferSummary, output: &Path) -> String {
+    let mut parts = Vec::new();
+    let mut copied = Vec::new();
+    if transfer.copied_files > 0 {
+        copied.push(format_count(
+            transfer.copied_files as usize,
+            "local file",
+            "local files",
+        ));
+    }
+    if transfer.copied_images > 0 {
+        copied.push(format_count(
+            transfer.copied_images as usize,
+            "image from a local OCI layout",
+            "images from local OCI layouts",
+        ));
+    }
+    if !copied.is_empty() {
+        parts.push(format!(
+            "copied {} ({})",
+            copied.join(" and "),
+            format_bytes(transfer.copied_bytes)
+        ));
+    }
+    if transfer.reused_blobs > 0 {
+        parts.push(format!(
+            "reused {} ({}) from {}",
+            format_count(transfer.reused_blobs as usize, "blob", "blobs"),
+            format_bytes(transfer.reused_bytes),
+            output.display()
+        ));
+    }
+    if transfer.downloaded_blobs > 0 {
+        let continued = match transfer.continued_bytes {
+            0 => String::new(),
+            bytes => format!(", plus {} kept from partial downloads", format_bytes(bytes)),
+        };
+        parts.push(format!(
+            "downloaded {} ({}{continued})",
+            format_count(transfer.downloaded_blobs as usize, "blob", "blobs"),
+            format_bytes(transfer.downloaded_bytes)
+        ));
+    }
+    if parts.is_empty() {
+        return "copied, reused and downloaded nothing".to_string();
+    }
+    parts.join(", ")
 }
 
 fn sign(args: SignArgs, ui: &Ui) -> CliResult {
@@ -622,5 +666,38 @@ fn part_help(error: &PartError) -> &'static str {
         }
         PartError::NotFirstPart { .. } => "pass the first part; airlock finds the others beside it",
         _ => "copy the archive again from the original",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_uses_singular_forms() {
+        let transfer = TransferSummary {
+            copied_files: 1,
+            copied_images: 1,
+            copied_bytes: 2048,
+            downloaded_bytes: 512,
+            downloaded_blobs: 1,
+            reused_bytes: 1024,
+            reused_blobs: 1,
+            ..TransferSummary::default()
+        };
+        assert_eq!(
+            describe_transfer(&transfer, Path::new("out")),
+            "copied 1 local file and 1 image from a local OCI layout (2.0 KiB), \
+             reused 1 blob (1.0 KiB) from out, downloaded 1 blob (512 B)"
+        );
+    }
+
+    #[test]
+    fn transfer_without_sources_says_nothing_moved() {
+        let transfer = TransferSummary::default();
+        assert_eq!(
+            describe_transfer(&transfer, Path::new("out")),
+            "copied, reused and downloaded nothing"
+        );
     }
 }

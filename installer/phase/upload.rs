@@ -51,10 +51,12 @@ impl Phase<Run> for Upload {
                     .map(|file| file.size)
                     .sum();
                 let item = ui.item(&label, Some(total));
+                // The line names the destination on the host, because a `files[]` entry's
+                // name is its local source path, and one local file can go to several places.
                 for file in files.iter().filter(|file| !file.present) {
-                    item.set_state(&format!("uploading {}", file.name));
+                    item.set_state(&format!("uploading {}", file.path));
                     if let Err(error) = upload_one(&host, bundle, file, &item).await {
-                        item.fail(&file.name);
+                        item.fail(&file.path);
                         return Err(HostFailure::new(label, error));
                     }
                 }

@@ -1,7 +1,7 @@
 # Writes standard input to the file named by the first argument and prints the SHA-256 of the
-# bytes written. airlock runs it for large uploads on hosts that have python3. Hashing the bytes as
-# they arrive overlaps the hash with the transfer, while `cat > FILE` followed by a hash of FILE
-# reads the whole file a second time after the last byte arrived.
+# bytes written. airlock runs it for large uploads on hosts where python3 starts. Hashing the
+# bytes as they arrive overlaps the hash with the transfer, while `cat > FILE` followed by a hash
+# of FILE reads the whole file a second time after the last byte arrived.
 #
 # The main thread reads and writes, and a second thread hashes what was written. hashlib and
 # os.write release the GIL, so the two threads use two CPUs. Buffers go back to the reader only

@@ -22,6 +22,31 @@ fn build_verify_directory_signed() {
 }
 
 #[test]
+fn local_build_reports_copies_only() {
+    let workspace = Workspace::new();
+    let spec = workspace.spec("lab", 1);
+    let bundle = workspace.path("lab-bundle");
+    let args = [
+        "bundle",
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+    ];
+    // A second build into the same directory copies the local sources again.
+    for run in ["first", "second"] {
+        let output = run_ok(&args);
+        assert!(
+            output.lines().any(|line| line
+                .starts_with("copied 4 local files and 2 images from local OCI layouts (")),
+            "{run} build: {output}"
+        );
+        assert!(!output.contains("downloaded"), "{run} build: {output}");
+        assert!(!output.contains("reused"), "{run} build: {output}");
+    }
+}
+
+#[test]
 fn minisign_accepts_airlock_signature() {
     let workspace = Workspace::new();
     let (public, secret) = workspace.key("signer");

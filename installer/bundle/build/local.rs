@@ -72,6 +72,9 @@ impl Builder<'_> {
                 computed: blob.digest,
             });
         }
+        let counters = &self.output.blobs.counters;
+        counters.add_copied(blob.size);
+        counters.count_copied_file();
         Ok(blob)
     }
 
@@ -143,6 +146,8 @@ impl Builder<'_> {
             .blobs
             .store(&manifest_bytes[..], None, None)
             .map_err(|e| e.into_build(&layout, &descriptor.digest))?;
+        let counters = &self.output.blobs.counters;
+        counters.add_copied(manifest_blob.size);
         self.blobs.insert(manifest_blob.digest, manifest_blob.size);
         for blob in manifest.blobs() {
             if self.blobs.contains_key(&blob.digest) {
@@ -167,8 +172,10 @@ impl Builder<'_> {
                     computed: stored.digest,
                 });
             }
+            counters.add_copied(stored.size);
             self.blobs.insert(stored.digest, stored.size);
         }
+        counters.count_copied_image();
         item.finish("copied");
 
         let resolved_platform = descriptor

@@ -129,12 +129,20 @@ pub struct BuildSummary {
     pub lock_written: Option<PathBuf>,
 }
 
-/// What a build moved: blobs downloaded, and blobs (or parts of partial downloads) it found in
-/// the output directory.
+/// What a build moved: local files and OCI-layout images it copied, blobs it downloaded, and
+/// blobs it found in the output directory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferSummary {
+    pub copied_files: u64,
+    pub copied_images: u64,
+    /// Bytes of the copied files and of the image blobs copied.
+    pub copied_bytes: u64,
+    /// Bytes received from the network, not counting `continued_bytes`.
     pub downloaded_bytes: u64,
     pub downloaded_blobs: u64,
+    /// Bytes of partial downloads, left in the output directory by an earlier build, that the
+    /// downloads continued.
+    pub continued_bytes: u64,
     pub reused_bytes: u64,
     pub reused_blobs: u64,
 }
@@ -195,8 +203,12 @@ pub fn build(
 
     let counters = &output_dir.blobs.counters;
     let transfer = TransferSummary {
+        copied_files: counters.copied_files.load(Ordering::Relaxed),
+        copied_images: counters.copied_images.load(Ordering::Relaxed),
+        copied_bytes: counters.copied_bytes.load(Ordering::Relaxed),
         downloaded_bytes: counters.downloaded_bytes.load(Ordering::Relaxed),
         downloaded_blobs: counters.downloaded_blobs.load(Ordering::Relaxed),
+        continued_bytes: counters.continued_bytes.load(Ordering::Relaxed),
         reused_bytes: counters.reused_bytes.load(Ordering::Relaxed),
         reused_blobs: counters.reused_blobs.load(Ordering::Relaxed),
     };

@@ -183,18 +183,40 @@ pub(crate) fn check_blob_file(path: &Path, digest: &Digest) -> io::Result<Option
     }
 }
 
-/// Bytes and blobs a build downloaded, and those it found in the output directory.
+/// Sources a build copied from disk, bytes and blobs it downloaded, and blobs it found in the
+/// output directory.
 #[derive(Debug, Default)]
 pub(crate) struct TransferCounters {
+    pub copied_files: AtomicU64,
+    pub copied_images: AtomicU64,
+    pub copied_bytes: AtomicU64,
     pub downloaded_bytes: AtomicU64,
     pub downloaded_blobs: AtomicU64,
+    /// Bytes of partial downloads from an earlier build that downloads continued.
+    pub continued_bytes: AtomicU64,
     pub reused_bytes: AtomicU64,
     pub reused_blobs: AtomicU64,
 }
 
 impl TransferCounters {
+    pub fn add_copied(&self, bytes: u64) {
+        self.copied_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn count_copied_file(&self) {
+        self.copied_files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_copied_image(&self) {
+        self.copied_images.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn add_downloaded(&self, bytes: u64) {
         self.downloaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_continued(&self, bytes: u64) {
+        self.continued_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn add_reused(&self, bytes: u64) {

@@ -918,6 +918,8 @@ impl<'a> Fetcher<'a> {
                     },
                 },
             )?;
+            self.blobs.counters.add_downloaded(pulled.descriptor.size);
+            self.blobs.counters.count_downloaded_blob();
             progress
                 .downloaded
                 .fetch_add(pulled.descriptor.size, Ordering::Relaxed);

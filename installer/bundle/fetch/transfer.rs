@@ -96,7 +96,6 @@ pub(crate) async fn download<O: Origin>(
         .map_err(|source| write_error(&path, source))?;
     if partial.len() > 0 {
         tracing::info!(partial = %path.display(), bytes = partial.len(), "continuing a partial download");
-        blobs.counters.add_reused(partial.len());
         item.set_position(partial.len());
     }
 
@@ -126,6 +125,7 @@ pub(crate) async fn download<O: Origin>(
             }
         }
     }
+    blobs.counters.add_continued(partial.continued);
     finish(blobs, partial, expected).await
 }
 
@@ -296,6 +296,8 @@ struct PartialFile {
     path: PathBuf,
     /// Its length is the file's length.
     hasher: Hasher,
+    /// Bytes at the start of the file that an earlier build left, until a download starts over.
+    continued: u64,
 }
 
 impl PartialFile {
@@ -325,7 +327,12 @@ impl PartialFile {
                 }
                 Err(error) => return Err(error),
             }
-            Ok(PartialFile { path, hasher })
+            let continued = hasher.len();
+            Ok(PartialFile {
+                path,
+                hasher,
+                continued,
+            })
         })
         .await
         .map_err(io::Error::other)?
@@ -341,6 +348,7 @@ impl PartialFile {
             .await
             .map_err(io::Error::other)??;
         self.hasher = Hasher::new();
+        self.continued = 0;
         Ok(())
     }
 
@@ -351,6 +359,7 @@ impl PartialFile {
         let path = self.path.clone();
         let mut hasher = std::mem::take(&mut self.hasher);
         let offset = hasher.len();
+        let continued = self.continued;
         let handle = tokio::task::spawn_blocking(move || {
             let result = (|| -> io::Result<()> {
                 let file = OpenOptions::new().append(true).open(&path)?;
@@ -361,7 +370,14 @@ impl PartialFile {
                 }
                 file.flush()
             })();
-            (PartialFile { path, hasher }, result)
+            (
+                PartialFile {
+                    path,
+                    hasher,
+                    continued,
+                },
+                result,
+            )
         });
         PartialWriter {
             sender,
