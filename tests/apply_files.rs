@@ -8,24 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use airlock::digest::Digest;
-use common::apply::{SignedBundle, apply_command, cluster_file};
+use common::apply::{SignedBundle, add_to_host, apply_command, cluster_file};
 use common::{Lab, describe, stderr, stdout};
-
-/// Adds `host_fields` (indented for a host entry) to the lab's only host in its cluster file.
-fn add_to_host(lab: &Lab, host_fields: &str) {
-    let path = lab.dir.join("cluster.yaml");
-    let base = fs::read_to_string(&path).unwrap();
-    let key_line = format!("        keyPath: {}\n", lab.key_path().display());
-    assert!(
-        base.contains(&key_line),
-        "unexpected lab cluster file:\n{base}"
-    );
-    fs::write(
-        &path,
-        base.replace(&key_line, &format!("{key_line}{host_fields}")),
-    )
-    .unwrap();
-}
 
 #[test]
 fn files_and_hooks_reach_the_host() {
@@ -290,4 +274,145 @@ fn free_space_is_checked_where_each_file_goes() {
     assert!(output.status.success(), "{}", describe(&output));
     let placed = lab.ssh_root("lab-1", "stat -c %s /tmp/bigdata/big.bin");
     assert_eq!(stdout(&placed).trim(), (30 << 20).to_string());
+}
+
+#[test]
+fn changed_mode_restored_without_upload() {
+    let Some(lab) = Lab::start_with(
+        "changed_mode_restored_without_upload",
+        1,
+        &["--roles", "single"],
+    ) else {
+        return;
+    };
+    let local = tempfile::tempdir().unwrap();
+    let tool = local.path().join("tool.sh");
+    fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
+    let motd = local.path().join("motd");
+    fs::write(&motd, "welcome\n").unwrap();
+    fs::set_permissions(&motd, fs::Permissions::from_mode(0o644)).unwrap();
+    add_to_host(
+        &lab,
+        &format!(
+            "      files:
+        - src: {tool}
+          dstDir: /etc/airlock-tool
+          perm: \"0750\"
+          user: nobody
+          group: daemon
+        - src: {motd}
+          dstDir: /etc/airlock-tool
+",
+            tool = tool.display(),
+            motd = motd.display(),
+        ),
+    );
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let first = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", describe(&first));
+
+    // The inode shows whether the next apply wrote the files again: an upload renames a new
+    // file over the old one.
+    let stat = "stat -c '%n %a %U %G %i' /etc/airlock-tool/tool.sh /etc/airlock-tool/motd";
+    let placed = stdout(&lab.ssh_root("lab-1", stat));
+    let inodes = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|line| line.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let changed = lab.ssh_root(
+        "lab-1",
+        "chmod 0777 /etc/airlock-tool/tool.sh && chown root:root /etc/airlock-tool/tool.sh && \
+         chown nobody /etc/airlock-tool/motd && chmod 0600 /etc/airlock-tool/motd",
+    );
+    assert!(changed.status.success(), "{}", describe(&changed));
+
+    let dry_run = apply_command(&lab, &cluster, &bundle.bundle)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(dry_run.status.success(), "{}", describe(&dry_run));
+    let address = &lab.host("lab-1").address;
+    assert!(
+        stderr(&dry_run).contains(&format!(
+            "{address}: would restore mode 0750 and owner nobody:daemon of \
+             /etc/airlock-tool/tool.sh (found mode 0777 and owner root:root)"
+        )),
+        "{}",
+        describe(&dry_run)
+    );
+    let unchanged = lab.ssh_root("lab-1", "stat -c %a /etc/airlock-tool/tool.sh");
+    assert_eq!(
+        stdout(&unchanged).trim(),
+        "777",
+        "the dry run changed the mode"
+    );
+
+    let second = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", describe(&second));
+    // airlock prints its progress on standard error.
+    let text = stderr(&second);
+    assert!(
+        text.contains(&format!(
+            "{address}: restored mode 0750 and owner nobody:daemon of /etc/airlock-tool/tool.sh \
+             (found mode 0777 and owner root:root)"
+        )),
+        "{}",
+        describe(&second)
+    );
+    // The entry names no owner for motd, so only its mode is restored.
+    assert!(
+        text.contains(&format!(
+            "{address}: restored mode 0644 of /etc/airlock-tool/motd (found mode 0600)"
+        )),
+        "{}",
+        describe(&second)
+    );
+    assert!(
+        text.contains("every host holds every file already"),
+        "{}",
+        describe(&second)
+    );
+
+    let restored = stdout(&lab.ssh_root("lab-1", stat));
+    let lines: Vec<&str> = restored.lines().collect();
+    assert_eq!(lines.len(), 2, "{restored}");
+    assert!(
+        lines[0].starts_with("/etc/airlock-tool/tool.sh 750 nobody daemon "),
+        "{restored}"
+    );
+    assert!(
+        lines[1].starts_with("/etc/airlock-tool/motd 644 nobody "),
+        "{restored}"
+    );
+    assert_eq!(
+        inodes(&restored),
+        inodes(&placed),
+        "the files were uploaded again"
+    );
+
+    let audit = stdout(&lab.ssh_root("lab-1", "cat /var/lib/k0s/airlock/audit.log"));
+    assert!(
+        audit.contains(
+            "restore mode 0750 and owner nobody:daemon of /etc/airlock-tool/tool.sh \
+             (found mode 0777 and owner root:root)"
+        ),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("restore mode 0644 of /etc/airlock-tool/motd (found mode 0600)"),
+        "{audit}"
+    );
+
+    // A third apply finds nothing to restore.
+    let third = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(third.status.success(), "{}", describe(&third));
+    assert!(!stderr(&third).contains("restored"), "{}", describe(&third));
 }

@@ -245,12 +245,18 @@ async fn upload_verifies_then_skips() {
             .unwrap();
         assert_eq!(first, Upload::Copied, "{name}");
         assert_eq!(host.sha256(path).await.unwrap(), Some(digest));
+        let states = host
+            .file_states(&["/var/lib/k0s/images/none", path, "/var/lib/k0s"])
+            .await
+            .unwrap();
+        assert_eq!(states[0], None, "a missing file has no state");
+        assert_eq!(states[2], None, "a folder has no state");
+        let placed = states[1].as_ref().expect("the uploaded file has a state");
+        assert_eq!(placed.digest, digest);
+        assert_eq!(placed.mode, 0o644);
         assert_eq!(
-            host.sha256_each(&["/var/lib/k0s/images/none", path, "/var/lib/k0s"])
-                .await
-                .unwrap(),
-            [None, Some(digest), None],
-            "a missing file and a folder have no digest"
+            (placed.user.as_str(), placed.group.as_str()),
+            ("root", "root")
         );
         assert_eq!(
             host.run(&format!("stat -c %a {path}"))

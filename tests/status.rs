@@ -1,12 +1,16 @@
 //! `airlock status` on lab hosts: a cluster that matches its blueprint, then a changed file, a
 //! stopped k0s, a deleted stack policy and a deleted site policy from the cluster file, each
 //! reported under its host with exit status 3; an unreachable host makes it fail with status 1.
+//! A placed file whose mode or owner changed is reported too, unless the blueprint predates
+//! recorded modes.
 
 mod common;
 
-use std::process::Output;
+use std::io::Write;
+use std::process::{Output, Stdio};
 
-use common::apply::{SignedBundle, airlock, apply_command, cluster_file, kubectl};
+use airlock::blueprint::Blueprint;
+use common::apply::{SignedBundle, add_to_host, airlock, apply_command, cluster_file, kubectl};
 use common::{Lab, describe, stdout};
 
 const SITE_POLICY: &str = "---
@@ -152,4 +156,88 @@ fn status_without_blueprint_names_the_fix() {
         text.contains("help: airlock apply writes the blueprint"),
         "{text}"
     );
+}
+
+#[test]
+fn status_reports_changed_file_mode() {
+    let Some(lab) = Lab::start_with(
+        "status_reports_changed_file_mode",
+        1,
+        &["--roles", "single"],
+    ) else {
+        return;
+    };
+    let local = tempfile::tempdir().unwrap();
+    let tool = local.path().join("tool.sh");
+    std::fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
+    add_to_host(
+        &lab,
+        &format!(
+            "      files:\n        - src: {}\n          dstDir: /etc/airlock-tool\n          \
+             perm: \"0750\"\n          user: nobody\n",
+            tool.display()
+        ),
+    );
+    let bundle = SignedBundle::build("bundles/lab.yaml");
+    let cluster = cluster_file(&lab, &bundle, "");
+    let output = apply_command(&lab, &cluster, &bundle.bundle)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let clean = status(&lab, &cluster);
+    assert_eq!(clean.status.code(), Some(0), "{}", describe(&clean));
+
+    let changed = lab.ssh_root(
+        "lab-1",
+        "chmod 0666 /etc/airlock-tool/tool.sh && chown root /etc/airlock-tool/tool.sh",
+    );
+    assert!(changed.status.success(), "{}", describe(&changed));
+    let drift = status(&lab, &cluster);
+    assert_eq!(drift.status.code(), Some(3), "{}", describe(&drift));
+    let address = &lab.host("lab-1").address;
+    assert!(
+        stdout(&drift).contains(&format!(
+            "{address}: /etc/airlock-tool/tool.sh has mode 0666 and owner root, \
+             the blueprint records mode 0750 and owner nobody"
+        )),
+        "{}",
+        describe(&drift)
+    );
+
+    // A blueprint written before airlock recorded modes loads, and status checks digests only.
+    let blueprint_path = "/var/lib/k0s/airlock/blueprint.yaml";
+    let recorded = stdout(&lab.ssh_root("lab-1", &format!("cat {blueprint_path}")));
+    let mut older = Blueprint::parse(&recorded).unwrap();
+    assert!(
+        older.nodes[0]
+            .file_modes
+            .contains_key("/etc/airlock-tool/tool.sh"),
+        "{recorded}"
+    );
+    for node in &mut older.nodes {
+        node.file_modes.clear();
+    }
+    let older = older.to_yaml().unwrap();
+    assert!(!older.contains("fileModes"), "{older}");
+    let host = lab.host("lab-1");
+    let write = format!("cat > {blueprint_path}");
+    let write = if host.sudo {
+        format!("sudo -n sh -c '{write}'")
+    } else {
+        write
+    };
+    let mut ssh = lab
+        .ssh_command("lab-1", &host.user, 5)
+        .arg(write)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ssh.stdin
+        .take()
+        .unwrap()
+        .write_all(older.as_bytes())
+        .unwrap();
+    assert!(ssh.wait().unwrap().success());
+    let unchecked = status(&lab, &cluster);
+    assert_eq!(unchecked.status.code(), Some(0), "{}", describe(&unchecked));
 }

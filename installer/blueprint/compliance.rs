@@ -400,11 +400,11 @@ fn files_match(blueprint: &Blueprint, evidence: &Evidence<'_>) -> Control {
                 for (path, expected) in &node.files {
                     checked += 1;
                     match observation.files.get(path) {
-                        Some(Some(found)) if found == expected => passed += 1,
+                        Some(Some(found)) if found.digest == *expected => passed += 1,
                         Some(Some(found)) => problems.push(format!(
                             "{}: {path} is {}, expected {}",
                             node.name,
-                            found.short(),
+                            found.digest.short(),
                             expected.short()
                         )),
                         _ => problems.push(format!("{}: {path} is missing", node.name)),
@@ -621,7 +621,10 @@ fn charts_pinned(blueprint: &Blueprint, evidence: &Evidence<'_>) -> Control {
                 continue;
             };
             let found = match evidence.hosts.get(&node.name) {
-                Some(Ok(observation)) => observation.files.get(&chart.path).copied().flatten(),
+                Some(Ok(observation)) => observation
+                    .files
+                    .get(&chart.path)
+                    .and_then(|found| found.as_ref().map(|found| found.digest)),
                 _ => None,
             };
             match found {

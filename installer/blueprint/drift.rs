@@ -1,8 +1,9 @@
 //! Drift: where the live cluster differs from its blueprint, per host.
 //!
-//! [`compare`] takes what `status` read (each host's k0s state and file digests, the API snapshot,
-//! the stacks' readiness) and returns one [`Finding`] per difference. Findings about the cluster as
-//! a whole (nodes, stacks, policies) name the controller whose API was queried.
+//! [`compare`] takes what `status` read (each host's k0s state and its files' digests, modes and
+//! owners, the API snapshot, the stacks' readiness) and returns one [`Finding`] per difference.
+//! Findings about the cluster as a whole (nodes, stacks, policies) name the controller whose API
+//! was queried.
 
 use std::collections::BTreeMap;
 
@@ -81,12 +82,29 @@ pub fn compare(blueprint: &Blueprint, observed: &Observed<'_>) -> Vec<Finding> {
             }
         }
         for (path, expected) in &node.files {
-            match observation.files.get(path) {
-                Some(Some(found)) if found == expected => {}
-                Some(Some(found)) => add(format!(
-                    "{path} changed: its sha256 is {found}, the blueprint records {expected}"
-                )),
-                _ => add(format!("{path} is missing")),
+            let Some(Some(found)) = observation.files.get(path) else {
+                add(format!("{path} is missing"));
+                continue;
+            };
+            if found.digest != *expected {
+                add(format!(
+                    "{path} changed: its sha256 is {}, the blueprint records {expected}",
+                    found.digest
+                ));
+            }
+            // A blueprint written before airlock recorded modes has none to compare.
+            let Some(placed) = node.file_modes.get(path) else {
+                continue;
+            };
+            if let Some(mismatch) = found.mode_mismatch(
+                &placed.mode,
+                placed.user.as_deref(),
+                placed.group.as_deref(),
+            ) {
+                add(format!(
+                    "{path} has {}, the blueprint records {}",
+                    mismatch.found, mismatch.expected
+                ));
             }
         }
     }
@@ -163,4 +181,90 @@ fn cluster_findings(blueprint: &Blueprint, observed: &Observed<'_>) -> Vec<Findi
             message,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::remote::FileState;
+
+    /// Builds a blueprint of one host with one placed file, `/etc/app.conf`. `file_modes` is the
+    /// YAML of its `fileModes` entry, or empty for a blueprint written before airlock recorded
+    /// modes.
+    fn blueprint(file_modes: &str) -> Blueprint {
+        let digest = Digest::of_bytes(b"conf");
+        let head = Digest::of_bytes(b"");
+        Blueprint::parse(&format!(
+            "formatVersion: 1\nwrittenAt: '2025-01-01T00:00:00Z'\n\
+             writtenBy: {{airlock: '0.1.0', operator: ops@lab, command: apply}}\n\
+             cluster: {{name: lab}}\n\
+             bundle: {{name: lab, version: 1, digest: '{head}', signature: unsigned}}\n\
+             k0s: {{version: v1.35.3+k0s.0, configPath: /etc/k0s/k0s.yaml}}\n\
+             nodes:\n- name: lab-1\n  role: worker\n  address: 127.0.1.11\n  port: 22\n  \
+             hostname: lab-1\n  os: Debian\n  kernel: '6.1'\n  architecture: amd64\n  cpus: 2\n  \
+             memoryBytes: 1\n  k0sVersion: v1.35.3+k0s.0\n  files: {{/etc/app.conf: '{digest}'}}\n\
+             {file_modes}\
+             auditLog: {{entries: 1, head: '{head}'}}\n"
+        ))
+        .unwrap()
+    }
+
+    /// Compares `blueprint` with a host whose `/etc/app.conf` has the recorded bytes, mode 0777
+    /// and owner root:root, and returns the findings about that file.
+    fn file_findings(blueprint: &Blueprint) -> Vec<String> {
+        let found = FileState {
+            digest: Digest::of_bytes(b"conf"),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            user: "root".into(),
+            group: "root".into(),
+        };
+        let observation = HostObservation {
+            k0s_version: Some("v1.35.3+k0s.0".into()),
+            k0s_running: true,
+            k0s_role: Some("worker".into()),
+            files: [("/etc/app.conf".to_string(), Some(found))].into(),
+        };
+        let hosts = [(
+            "lab-1".to_string(),
+            ("127.0.1.11".to_string(), Ok(observation)),
+        )]
+        .into();
+        let observed = Observed {
+            hosts: &hosts,
+            api_host: "127.0.1.11",
+            live: Err("not read in this test".into()),
+            cluster_id: None,
+            readiness: &BTreeMap::new(),
+            unknown_hosts: &[],
+        };
+        compare(blueprint, &observed)
+            .into_iter()
+            .filter(|finding| finding.message.contains("/etc/app.conf"))
+            .map(|finding| format!("{}: {}", finding.host, finding.message))
+            .collect()
+    }
+
+    #[test]
+    fn changed_mode_and_owner_reported() {
+        let recorded = blueprint(
+            "  fileModes: {/etc/app.conf: {mode: '0640', user: nobody, group: daemon}}\n",
+        );
+        assert_eq!(
+            file_findings(&recorded),
+            [
+                "127.0.1.11: /etc/app.conf has mode 0777 and owner root:root, \
+                 the blueprint records mode 0640 and owner nobody:daemon"
+            ]
+        );
+    }
+
+    #[test]
+    fn blueprint_without_modes_checks_digests_only() {
+        let older = blueprint("");
+        assert!(older.nodes[0].file_modes.is_empty());
+        assert_eq!(file_findings(&older), Vec::<String>::new());
+    }
 }

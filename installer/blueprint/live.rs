@@ -1,15 +1,14 @@
 //! The live cluster as airlock reads it over SSH. One `k0s kubectl get` on a controller returns the
 //! API objects the compliance matrix and `status` look at. One shell script per host returns its
-//! k0s state and the sha256 of every file the blueprint lists.
+//! k0s state and the sha256, mode and owner of every file the blueprint lists.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::record::PolicyRecord;
-use crate::digest::Digest;
 use crate::phase::K0sPaths;
-use crate::remote::{Host, sha256_command};
+use crate::remote::{FileState, Host, file_state_command};
 use crate::shell::quote;
 
 /// The resource types one snapshot lists, all namespaces at once.
@@ -190,7 +189,7 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The k0s state and file digests of one host.
+/// The k0s state and files of one host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostObservation {
     /// The version `k0s status` reports while the service runs, else the output of
@@ -200,14 +199,14 @@ pub struct HostObservation {
     pub k0s_running: bool,
     /// The role `k0s status` reports.
     pub k0s_role: Option<String>,
-    /// Path → sha256, or `None` for a missing file.
-    pub files: BTreeMap<String, Option<Digest>>,
+    /// Path → sha256, mode and owner, or `None` for a missing file.
+    pub files: BTreeMap<String, Option<FileState>>,
 }
 
-/// Builds the script that prints a host's k0s state and the sha256 of each of `paths`. It starts
-/// k0s once: `k0s status` carries the version of the running k0s, and `k0s version` runs only
-/// when the service does not. Files are hashed as uploads are checked, with OpenSSL where the host
-/// has its command-line tool.
+/// Builds the script that prints a host's k0s state and the sha256, mode and owner of each of
+/// `paths`. It starts k0s once: `k0s status` carries the version of the running k0s, and
+/// `k0s version` runs only when the service does not. Files are hashed as uploads are checked,
+/// with OpenSSL where the host has its command-line tool.
 pub fn observation_script(k0s_binary: &str, paths: &[&str]) -> String {
     let k0s = quote(k0s_binary);
     let mut script = format!(
@@ -218,8 +217,8 @@ pub fn observation_script(k0s_binary: &str, paths: &[&str]) -> String {
     for path in paths {
         let quoted = quote(path);
         script.push_str(&format!(
-            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$({} | cut -d' ' -f1)\"; else echo file=missing; fi\n",
-            sha256_command(&quoted)
+            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$({})\"; else echo file=missing; fi\n",
+            file_state_command(&quoted)
         ));
     }
     script.push_str("true\n");
@@ -249,9 +248,10 @@ pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation
                     .filter(|version| !version.is_empty());
             }
             "file" if value == "missing" => digests.push(None),
-            "file" => digests.push(Some(
-                Digest::from_hex(value.trim()).map_err(|error| SnapshotError(error.to_string()))?,
-            )),
+            "file" => digests
+                .push(Some(FileState::parse(value).ok_or_else(|| {
+                    SnapshotError(format!("unexpected file line {line:?}"))
+                })?)),
             _ => return Err(SnapshotError(format!("unexpected line {line:?}"))),
         }
     }
@@ -273,6 +273,7 @@ pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digest;
 
     #[test]
     fn snapshot_sorts_items_by_kind() {
@@ -297,15 +298,14 @@ mod tests {
     fn observation_reads_files_in_order() {
         let hex = "a".repeat(64);
         let output = format!(
-            "version=v1.35.3+k0s.0\nstatus={{\"Role\":\"worker\",\"Pid\":1}}\nfile={hex}\nfile=missing\n"
+            "version=v1.35.3+k0s.0\nstatus={{\"Role\":\"worker\",\"Pid\":1}}\nfile={hex} 640 0 0 root root\nfile=missing\n"
         );
         let observation = parse_observation(&output, &["/a", "/b"]).unwrap();
         assert!(observation.k0s_running);
         assert_eq!(observation.k0s_role.as_deref(), Some("worker"));
-        assert_eq!(
-            observation.files["/a"],
-            Some(Digest::from_hex(&hex).unwrap())
-        );
+        let found = observation.files["/a"].as_ref().unwrap();
+        assert_eq!(found.digest, Digest::from_hex(&hex).unwrap());
+        assert_eq!(found.mode, 0o640);
         assert_eq!(observation.files["/b"], None);
     }
 
@@ -331,6 +331,7 @@ mod tests {
 
         let file = dir.path().join("placed");
         std::fs::write(&file, b"placed bytes").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let missing = dir.path().join("missing");
         let paths = [file.to_str().unwrap(), missing.to_str().unwrap()];
 
@@ -342,10 +343,9 @@ mod tests {
         assert!(output.status.success(), "{output:?}");
         let observation =
             parse_observation(&String::from_utf8(output.stdout).unwrap(), &paths).unwrap();
-        assert_eq!(
-            observation.files[paths[0]],
-            Some(Digest::of_bytes(b"placed bytes"))
-        );
+        let placed = observation.files[paths[0]].as_ref().unwrap();
+        assert_eq!(placed.digest, Digest::of_bytes(b"placed bytes"));
+        assert_eq!(placed.mode, 0o600);
         assert_eq!(observation.files[paths[1]], None);
         observation
     }

@@ -31,6 +31,7 @@
 //! | `nodes[].k0sVersion` | the k0s version installed on the host |
 //! | `nodes[].labels` | node labels airlock set at join (residency, GPU workload) |
 //! | `nodes[].files` | path → sha256 of every file airlock placed on the host |
+//! | `nodes[].fileModes` | path → `mode` (octal), and `user` and `group` where the cluster file names them, of each file airlock uploaded; absent from blueprints written before airlock recorded them |
 //! | `nodes[].hostFiles[]` | files the stacks rendered for the host (`path`, `digest`, `reason`), such as containerd drop-ins |
 //! | `stacks[]` | each installed stack: `name`, `version`, `ready` and `readyDetail`, `charts[]` (`name`, `version`, `archive`, `path`, `digest`), `images[]` (`reference`, `digest`), `manifests[]` (path under `<data-dir>/manifests/`, `digest`), and the `readiness[]` checks `status` repeats |
 //! | `residency` | the declared `jurisdiction`, `region`, `zone` and `site`, the `nodeLabels` that enforce them, and the `labelledNodes` that carry them |
@@ -177,10 +178,26 @@ pub struct NodeRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub files: BTreeMap<String, Digest>,
+    /// The mode and owner of each uploaded file in `files`, by path. Blueprints written before
+    /// airlock recorded them have none, and `status` then checks digests only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_modes: BTreeMap<String, FileModeRecord>,
     /// The files the stacks rendered for this host (such as containerd drop-ins), by path, with
     /// the reason for each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_files: Vec<HostFileRecord>,
+}
+
+/// The mode of a placed file, and its owner where the cluster file names one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileModeRecord {
+    /// Octal, as `chmod` takes it.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use super::facts::Facts;
 use super::plan::PlannedFile;
 use crate::blueprint::SigningKey;
 use crate::blueprint::audit::{AuditTrail, Draft, RESULT_OK, RunIdentity};
+use crate::blueprint::record::FileModeRecord;
 use crate::bundle::{Bundle, TrustPolicy, VerifiedBundle};
 use crate::config::{Cluster, Host as HostSpec};
 use crate::digest::Digest;
@@ -68,6 +69,8 @@ pub struct Node {
     pub cluster_file_uploads: Vec<crate::blueprint::record::HostFileRecord>,
     /// Files this host holds from the bundle or from airlock, by path, with their digests.
     pub placed: BTreeMap<String, Digest>,
+    /// The mode and owner of each upload in `placed`, by path.
+    pub placed_modes: BTreeMap<String, FileModeRecord>,
     /// Whether this run installed k0s here; a host that never became ready is reset on failure.
     pub installed_by_this_run: bool,
     /// Whether k0s here reached readiness in this run (the API server, or the node Ready).
@@ -187,6 +190,7 @@ impl Run {
                 uploads: Vec::new(),
                 cluster_file_uploads: Vec::new(),
                 placed: BTreeMap::new(),
+                placed_modes: BTreeMap::new(),
                 installed_by_this_run: false,
                 became_ready: false,
             })

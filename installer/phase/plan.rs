@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::blueprint::record::FileModeRecord;
 use crate::bundle::{ArtifactKind, HostSelector, Image, Platform, VerifiedBundle};
 use crate::config::Role;
 use crate::digest::Digest;
+use crate::remote::{FileState, ModeMismatch, split_owner};
 use crate::stacks::{Rendered, Stack};
 
 /// Where the bytes of a planned file come from.
@@ -43,6 +45,39 @@ pub struct PlannedFile {
     pub owner: Option<String>,
     /// The mode in octal for the file's directory when the upload creates it.
     pub dir_mode: Option<String>,
+    /// How the host's copy differs from `mode` and `owner`, for a file whose bytes are in place.
+    pub mode_mismatch: Option<ModeMismatch>,
+}
+
+impl PlannedFile {
+    /// Returns the mode and owner the file has once placed, as the blueprint records them.
+    pub fn placed_mode(&self) -> FileModeRecord {
+        let (user, group) = self.owner.as_deref().map(split_owner).unwrap_or_default();
+        FileModeRecord {
+            // Bundle modes and `perm` are octal already; this only pads them to four digits.
+            mode: u32::from_str_radix(&self.mode, 8)
+                .map_or_else(|_| self.mode.clone(), |mode| format!("{mode:04o}")),
+            user: user.map(str::to_string),
+            group: group.map(str::to_string),
+        }
+    }
+
+    /// Compares the host's copy with the planned digest, mode and owner, and sets `present` and
+    /// `mode_mismatch`.
+    pub fn compare_with(&mut self, state: Option<&FileState>) {
+        self.present = state.is_some_and(|state| state.digest == self.digest);
+        self.mode_mismatch = match state {
+            Some(state) if self.present => {
+                let planned = self.placed_mode();
+                state.mode_mismatch(
+                    &planned.mode,
+                    planned.user.as_deref(),
+                    planned.group.as_deref(),
+                )
+            }
+            _ => None,
+        };
+    }
 }
 
 /// The directory under the data directory where airlock keeps its own state on a host.
@@ -121,6 +156,7 @@ pub fn bundle_files(
                 final_path: None,
                 owner: None,
                 dir_mode: None,
+                mode_mismatch: None,
             })
         })
         .collect()
@@ -166,6 +202,7 @@ pub fn stack_files(
                     final_path: None,
                     owner: None,
                     dir_mode: None,
+                    mode_mismatch: None,
                 });
             }
             for chart in &stack.charts {
@@ -187,6 +224,7 @@ pub fn stack_files(
                     final_path: None,
                     owner: None,
                     dir_mode: None,
+                    mode_mismatch: None,
                 });
             }
         }
@@ -205,6 +243,7 @@ pub fn stack_files(
                 final_path: None,
                 owner: None,
                 dir_mode: None,
+                mode_mismatch: None,
             });
         }
     }
@@ -222,6 +261,7 @@ pub fn stack_files(
                 final_path: None,
                 owner: None,
                 dir_mode: None,
+                mode_mismatch: None,
             });
         }
     }

@@ -188,9 +188,9 @@ impl Preflight {
                 let (needs_binary, install_path, data_dir) = &targets[index];
                 let mut drifted = Vec::new();
                 let paths: Vec<&str> = files.iter().map(|file| file.path.as_str()).collect();
-                let digests = host.sha256_each(&paths).await.map_err(failure)?;
-                for (file, digest) in files.iter_mut().zip(digests) {
-                    file.present = digest == Some(file.digest);
+                let states = host.file_states(&paths).await.map_err(failure)?;
+                for (file, state) in files.iter_mut().zip(states) {
+                    file.compare_with(state.as_ref());
                     if !upgrading || file.present {
                         continue;
                     }
@@ -212,8 +212,8 @@ impl Preflight {
                     if let Some(staged) = staged {
                         file.final_path = Some(std::mem::replace(&mut file.path, staged));
                         file.staging_dir = None;
-                        file.present =
-                            host.sha256(&file.path).await.map_err(failure)? == Some(file.digest);
+                        let mut found = host.file_states(&[&file.path]).await.map_err(failure)?;
+                        file.compare_with(found.pop().flatten().as_ref());
                     }
                 }
                 Ok((index, files, drifted))

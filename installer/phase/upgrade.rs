@@ -626,6 +626,8 @@ async fn finish_node(run: &mut Run, index: usize, started: Instant) -> Result<()
             && *final_path == node.spec.k0s_install_path
         {
             node.placed.insert(final_path.clone(), file.digest);
+            node.placed_modes
+                .insert(final_path.clone(), file.placed_mode());
         }
     }
     let (name, role, label) = (node.node_name(), node.spec.role.to_string(), node.label());
@@ -715,6 +717,8 @@ impl Phase<Run> for UpgradeStacks {
                     && final_path.starts_with(&manifests)
                 {
                     node.placed.insert(final_path.clone(), file.digest);
+                    node.placed_modes
+                        .insert(final_path.clone(), file.placed_mode());
                 }
             }
         }
@@ -765,6 +769,7 @@ async fn remove_old_archives(run: &mut Run) -> Result<(), PhaseError> {
         for path in stale {
             node.host().run(&format!("rm -f {}", quote(path))).await?;
             node.placed.remove(path);
+            node.placed_modes.remove(path);
             run.ui.println(&format!(
                 "{}: removed {path}, which the new bundle replaced",
                 node.label()

@@ -11,6 +11,7 @@ use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::bundle::VerifiedBundle;
 use crate::remote::stream::{async_pipe, async_reader};
 use crate::remote::{Host, HostError, Placement};
+use crate::shell::quote;
 use crate::ui::{Item, format_bytes, format_count};
 
 pub struct Upload;
@@ -85,13 +86,15 @@ impl Phase<Run> for Upload {
                 // A staged file counts as placed once an upgrade moved it into place.
                 if file.final_path.is_none() {
                     node.placed.insert(file.path.clone(), file.digest);
+                    node.placed_modes
+                        .insert(file.path.clone(), file.placed_mode());
                 }
             }
         }
         for (label, action, digest) in uploaded {
             run.record(self.title(), &label, action, Some(digest));
         }
-        Ok(())
+        restore_modes(run, self.title()).await
     }
 
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
@@ -106,6 +109,15 @@ impl Phase<Run> for Upload {
                 } else {
                     "would receive"
                 };
+                if let Some(mismatch) = &file.mode_mismatch {
+                    run.ui.println(&format!(
+                        "{}: would restore {} of {} (found {})",
+                        node.label(),
+                        mismatch.expected,
+                        file.path,
+                        mismatch.found
+                    ));
+                }
                 run.ui.println(&format!(
                     "{}: {action} {} ({}, {}) at {}",
                     node.label(),
@@ -118,6 +130,68 @@ impl Phase<Run> for Upload {
         }
         Ok(())
     }
+}
+
+/// Restores the planned mode and owner of every file whose bytes were in place but whose mode or
+/// owner was changed on the host, with one command per host.
+async fn restore_modes(run: &mut Run, phase: &'static str) -> Result<(), PhaseError> {
+    let work: Vec<(Arc<Host>, String, Vec<PlannedFile>)> = run
+        .nodes
+        .iter()
+        .filter(|node| node.uploads.iter().any(|file| file.mode_mismatch.is_some()))
+        .map(|node| {
+            let files = node
+                .uploads
+                .iter()
+                .filter(|file| file.mode_mismatch.is_some())
+                .cloned()
+                .collect();
+            (node.host(), node.label(), files)
+        })
+        .collect();
+    let restored = for_each_host(
+        work,
+        run.settings.concurrency,
+        |(host, label, files)| async move {
+            let mut script = String::new();
+            for file in &files {
+                let path = quote(&file.path);
+                // The owner is set before the mode because chown clears the setuid and setgid
+                // bits.
+                if let Some(owner) = &file.owner {
+                    script.push_str(&format!("chown {} {path} && ", quote(owner)));
+                }
+                script.push_str(&format!("chmod {} {path} || exit 1\n", file.mode));
+            }
+            match host.run(&script).await {
+                Ok(_) => Ok((label, files)),
+                Err(error) => Err(HostFailure::new(label, error)),
+            }
+        },
+    )
+    .await?;
+    for (label, files) in restored {
+        for file in files {
+            let Some(mismatch) = file.mode_mismatch else {
+                continue;
+            };
+            let action = format!(
+                "restore {} of {} (found {})",
+                mismatch.expected, file.path, mismatch.found
+            );
+            run.ui.println(&format!(
+                "{label}: restored {} of {} (found {})",
+                mismatch.expected, file.path, mismatch.found
+            ));
+            run.record(phase, &label, action, Some(file.digest));
+        }
+    }
+    for node in &mut run.nodes {
+        for file in &mut node.uploads {
+            file.mode_mismatch = None;
+        }
+    }
+    Ok(())
 }
 
 async fn upload_one(

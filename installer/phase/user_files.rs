@@ -190,9 +190,6 @@ fn local_file(
 
 /// Builds a planned file with the destination fields of `entry`; the caller sets the content
 /// fields.
-///
-/// NOTE: a file whose bytes the host already holds is skipped, so a changed `perm`, `user` or
-/// `group` alone is not applied to it.
 fn placed(entry: &UploadFile, destination: String, data_dir: &str) -> PlannedFile {
     let owner = match (&entry.user, &entry.group) {
         (Some(user), Some(group)) => Some(format!("{user}:{group}")),
@@ -212,6 +209,7 @@ fn placed(entry: &UploadFile, destination: String, data_dir: &str) -> PlannedFil
         final_path: None,
         owner,
         dir_mode: Some(format!("{:04o}", entry.dir_perm)),
+        mode_mismatch: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 
+use super::file_state::{FileState, file_state_command};
 use super::session::{ExecError, Output, Session};
 use crate::digest::Digest;
 use crate::shell::quote;
@@ -244,13 +245,13 @@ impl Host {
 
     /// The sha256 of `path` computed on the host; `None` when the file does not exist.
     pub async fn sha256(&self, path: &str) -> Result<Option<Digest>, HostError> {
-        let mut digests = self.sha256_each(&[path]).await?;
-        Ok(digests.pop().flatten())
+        let mut states = self.file_states(&[path]).await?;
+        Ok(states.pop().flatten().map(|state| state.digest))
     }
 
-    /// Computes the sha256 of each of `paths` on the host in one command, with `None` for a
-    /// file that does not exist.
-    pub async fn sha256_each(&self, paths: &[&str]) -> Result<Vec<Option<Digest>>, HostError> {
+    /// Reads the sha256, mode and owner of each of `paths` on the host in one command, with
+    /// `None` for a file that does not exist.
+    pub async fn file_states(&self, paths: &[&str]) -> Result<Vec<Option<FileState>>, HostError> {
         if paths.is_empty() {
             return Ok(Vec::new());
         }
@@ -259,7 +260,7 @@ impl Host {
             let quoted = quote(path);
             script.push_str(&format!(
                 "if [ -f {quoted} ]; then {} || exit 1; else echo missing; fi\n",
-                sha256_command(&quoted)
+                file_state_command(&quoted)
             ));
         }
         let output = self.run_output(&script).await?;
@@ -272,33 +273,27 @@ impl Host {
             return Err(read_error(output.stderr_tail()));
         }
         let stdout = output.stdout_text();
-        let digests: Vec<Option<Digest>> = stdout
+        let states: Vec<Option<FileState>> = stdout
             .lines()
             .map(|line| match line.trim() {
                 "missing" => Ok(None),
-                line => self.parse_sha256sum(&script, line).map(Some),
+                line => FileState::parse(line)
+                    .map(Some)
+                    .ok_or_else(|| HostError::Parse {
+                        host: self.label().to_string(),
+                        command: script.clone(),
+                        output: line.to_string(),
+                    }),
             })
             .collect::<Result<_, _>>()?;
-        if digests.len() != paths.len() {
+        if states.len() != paths.len() {
             return Err(read_error(format!(
-                "expected {} digests, got {} lines",
+                "expected {} files, got {} lines",
                 paths.len(),
-                digests.len()
+                states.len()
             )));
         }
-        Ok(digests)
-    }
-
-    fn parse_sha256sum(&self, script: &str, stdout: &str) -> Result<Digest, HostError> {
-        stdout
-            .split_whitespace()
-            .next()
-            .and_then(|hex_digits| Digest::from_hex(hex_digits).ok())
-            .ok_or_else(|| HostError::Parse {
-                host: self.label().to_string(),
-                command: script.to_string(),
-                output: stdout.to_string(),
-            })
+        Ok(states)
     }
 
     /// Free bytes on the file system that contains `dir` (or its nearest existing parent).
@@ -530,7 +525,7 @@ const RECEIVE_SCRIPT: &str = include_str!("receive.py");
 /// CPU's SHA instructions and coreutils' `sha256sum` does not. On a 2-vCPU AMD EPYC with SHA-NI,
 /// OpenSSL 3.0 hashed 1 GiB about 3 times as fast as coreutils 9.1, which made the hash check
 /// take longer than the upload itself.
-pub(crate) fn sha256_command(quoted_path: &str) -> String {
+pub(super) fn sha256_command(quoted_path: &str) -> String {
     format!("{{ openssl dgst -sha256 -r {quoted_path} 2>/dev/null || sha256sum {quoted_path}; }}")
 }
 

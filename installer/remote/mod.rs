@@ -4,6 +4,7 @@
 //! `Host` runs commands as root over it and moves files with an on-host digest check;
 //! `HostLock` keeps two airlock runs off the same host.
 
+mod file_state;
 mod host;
 mod known_hosts;
 mod lock;
@@ -12,8 +13,10 @@ mod session;
 pub mod stream;
 mod target;
 
+pub(crate) use file_state::file_state_command;
+pub use file_state::{FileState, ModeMismatch, split_owner};
+pub(crate) use host::parent_dir;
 pub use host::{Host, HostError, Placement, Upload};
-pub(crate) use host::{parent_dir, sha256_command};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
 pub use lock::{HostLock, LockError, LockOwner};
 pub use passphrase::PASSPHRASE_ENV;

@@ -121,6 +121,22 @@ pub fn run_ok(command: &mut Command) -> Output {
     output
 }
 
+/// Adds `host_fields` (indented for a host entry) to the lab's only host in its cluster file.
+pub fn add_to_host(lab: &Lab, host_fields: &str) {
+    let path = lab.dir.join("cluster.yaml");
+    let base = fs::read_to_string(&path).unwrap();
+    let key_line = format!("        keyPath: {}\n", lab.key_path().display());
+    assert!(
+        base.contains(&key_line),
+        "unexpected lab cluster file:\n{base}"
+    );
+    fs::write(
+        &path,
+        base.replace(&key_line, &format!("{key_line}{host_fields}")),
+    )
+    .unwrap();
+}
+
 /// Writes a cluster file for `lab` that trusts `bundle`'s key, with `extra` appended under
 /// `spec.airlock` (indented by the caller to four spaces).
 pub fn cluster_file(lab: &Lab, bundle: &SignedBundle, extra: &str) -> PathBuf {

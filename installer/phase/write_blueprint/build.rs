@@ -69,6 +69,7 @@ pub fn build(
                     .unwrap_or_else(|| manifest.k0s.version.clone()),
                 labels,
                 files: node.placed.clone(),
+                file_modes: node.placed_modes.clone(),
                 host_files: run
                     .stacks
                     .as_ref()
