@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import socketserver
 import threading
 
@@ -440,6 +441,9 @@ class ServiceProcess:
 
         class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             daemon_threads = True
+            # As k0s's Go server listens: with the system's largest backlog. socketserver's
+            # default of 5 refuses a burst of parallel `k0s status` or `token create` runs.
+            request_queue_size = socket.SOMAXCONN
 
             def get_request(self):
                 request, _ = super().get_request()
