@@ -10,8 +10,15 @@ use crate::k0s::{K0sStatus, bootstrap_token_id};
 use crate::remote::{Host, HostError};
 use crate::shell::quote;
 
-/// How often readiness is polled.
+/// The first wait between two readiness checks. It doubles after each check up to [`POLL`], so
+/// that a service that comes up within a moment is seen within a moment, and one that takes long
+/// is not checked more than once a second.
+const FIRST_POLL: Duration = Duration::from_millis(100);
+/// The maximum wait between two readiness checks.
 const POLL: Duration = Duration::from_millis(1000);
+/// The maximum age of a list of the nodes that a waiter reuses. Each list starts k0s on the
+/// leader, so parallel joins share one list per this interval.
+const NODES_FRESH: Duration = Duration::from_millis(250);
 
 /// A join token. It has no `Display`, and its `Debug` hides the token, so that the token cannot
 /// reach a log or a message.
@@ -45,12 +52,28 @@ impl K0sPaths<'_> {
 
 /// Polls `check` until it returns `Ok(None)` (ready) or `timeout` passes. `check` returns
 /// `Ok(Some(state))` while not ready; the last state is reported on timeout.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<String>>>,
+{
+    poll(what, timeout, (FIRST_POLL, POLL), check).await
+}
+
+/// Polls as [`wait_until`] does, with waits that start at the first of `waits` and double up to
+/// the second.
+async fn poll<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    waits: (Duration, Duration),
+    mut check: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<String>>>,
 {
     let started = Instant::now();
+    let (mut interval, longest) = waits;
     loop {
         let last = match check().await {
             Ok(None) => return Ok(()),
@@ -63,7 +86,8 @@ where
                 timeout.as_secs()
             );
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(longest);
     }
 }
 
@@ -80,7 +104,7 @@ pub async fn status(host: &Host, paths: K0sPaths<'_>) -> Result<Option<K0sStatus
         .filter(K0sStatus::is_running))
 }
 
-/// The command that starts the installed service without waiting for it.
+/// Returns the command that starts the installed service without waiting for it.
 pub fn start_command(paths: K0sPaths<'_>) -> String {
     format!("{} start", paths.k0s())
 }
@@ -91,7 +115,7 @@ pub async fn start(host: &Host, paths: K0sPaths<'_>, timeout: Duration) -> anyho
     wait_running(host, paths, timeout).await
 }
 
-/// Waits until `k0s status` answers, after a start.
+/// Waits until `k0s status` reports the service running, after a start.
 pub async fn wait_running(
     host: &Host,
     paths: K0sPaths<'_>,
@@ -161,8 +185,8 @@ pub async fn wait_node_ready(
 }
 
 /// The Ready condition of every node, as the API server on the leader reports it. Callers that
-/// wait at the same time, such as parallel worker joins, share one `kubectl get nodes` per half
-/// poll interval, because each request starts k0s on the leader.
+/// wait at the same time, such as parallel worker joins, share one `kubectl get nodes` per
+/// [`NODES_FRESH`], because each request starts k0s on the leader.
 pub struct NodeReadiness<'a> {
     leader: &'a Host,
     paths: K0sPaths<'a>,
@@ -184,18 +208,20 @@ impl<'a> NodeReadiness<'a> {
         }
     }
 
-    /// Waits until node `name` is Ready.
+    /// Waits until node `name` is Ready. The waiters share the reads, so each checks every
+    /// [`NODES_FRESH`] without backing off: the leader still lists the nodes once per interval.
     pub async fn wait(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
-        wait_until(&format!("node {name}"), timeout, || self.state(name)).await
+        let waits = (NODES_FRESH, NODES_FRESH);
+        poll(&format!("node {name}"), timeout, waits, || self.state(name)).await
     }
 
     /// Returns `None` when node `name` is Ready, else why not. Reads the nodes again unless
-    /// another caller did so within half a poll interval.
+    /// another caller did so within [`NODES_FRESH`].
     pub async fn state(&self, name: &str) -> anyhow::Result<Option<String>> {
         let mut latest = self.latest.lock().await;
         let fresh = latest
             .as_ref()
-            .is_some_and(|snapshot| snapshot.read_at.elapsed() < POLL / 2);
+            .is_some_and(|snapshot| snapshot.read_at.elapsed() < NODES_FRESH);
         if !fresh {
             *latest = Some(NodeSnapshot {
                 read_at: Instant::now(),
@@ -299,14 +325,21 @@ pub fn write_token_command() -> String {
     let file = quote(TOKEN_FILE);
     let temporary = quote(&format!("{TOKEN_FILE}.airlock-{}", std::process::id()));
     let dir = quote(&crate::remote::parent_dir(TOKEN_FILE));
-    format!("mkdir -p {dir} && (umask 077 && cat > {temporary}) && mv -f {temporary} {file}")
+    format!(
+        "{{ [ -d {dir} ] || mkdir -p {dir}; }} && (umask 077 && cat > {temporary}) && \
+         mv -f {temporary} {file}"
+    )
 }
 
-/// Replaces the token file's content once the join is done, as k0sctl does, so the used token
-/// is not left on disk.
-pub async fn scrub_token(host: &Host) -> Result<(), HostError> {
-    host.write_file(TOKEN_FILE, b"# overwritten by airlock after join\n", "0600")
-        .await
+/// A shell command that replaces the token file's content once the join is done, as k0sctl
+/// does, so that the used token is not left on disk.
+pub fn scrub_token_command() -> String {
+    let file = quote(TOKEN_FILE);
+    let temporary = quote(&format!("{TOKEN_FILE}.airlock-{}", std::process::id()));
+    format!(
+        "if [ -f {file} ]; then (umask 077 && echo '# overwritten by airlock after join' > {temporary}) && \
+         mv -f {temporary} {file}; fi"
+    )
 }
 
 /// The k0s configuration file on controllers.
