@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::record::PolicyRecord;
 use crate::phase::K0sPaths;
-use crate::remote::{FileState, Host, file_state_command};
+use crate::remote::{FileState, Host, file_states_script, parse_file_states};
 use crate::shell::quote;
 
 /// The resource types one snapshot lists, all namespaces at once.
@@ -205,34 +205,23 @@ pub struct HostObservation {
 
 /// Builds the script that prints a host's k0s state and the sha256, mode and owner of each of
 /// `paths`. It starts k0s once: `k0s status` carries the version of the running k0s, and
-/// `k0s version` runs only when the service does not. Files are hashed as uploads are checked,
-/// with OpenSSL where the host has its command-line tool.
+/// `k0s version` runs only when the service does not. Files are read as uploads are checked, all
+/// with one `stat` and one hash command.
 pub fn observation_script(k0s_binary: &str, paths: &[&str]) -> String {
     let k0s = quote(k0s_binary);
-    let mut script = format!(
+    format!(
         "if [ -x {k0s} ]; then status=$({k0s} status -o json 2>/dev/null | tr -d '\\n'); \
          if [ -n \"$status\" ]; then echo \"status=$status\"; \
-         else echo \"version=$({k0s} version 2>/dev/null)\"; fi; fi\n"
-    );
-    for path in paths {
-        let quoted = quote(path);
-        script.push_str(&format!(
-            "if [ -f {quoted} ]; then printf 'file=%s\\n' \"$({})\"; else echo file=missing; fi\n",
-            file_state_command(&quoted)
-        ));
-    }
-    script.push_str("true\n");
-    script
+         else echo \"version=$({k0s} version 2>/dev/null)\"; fi; fi\n{}",
+        file_states_script(paths)
+    )
 }
 
 /// Parses the output of [`observation_script`] for the same `paths`.
 pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation, SnapshotError> {
     let mut observation = HostObservation::default();
-    let mut digests = Vec::new();
-    for line in output.lines() {
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| SnapshotError(format!("unexpected line {line:?}")))?;
+    let mut lines = output.lines().peekable();
+    while let Some((key, value)) = lines.peek().and_then(|line| line.split_once('=')) {
         match key {
             "version" => {
                 observation.k0s_version = Some(value.trim().to_string()).filter(|v| !v.is_empty())
@@ -247,25 +236,15 @@ pub fn parse_observation(output: &str, paths: &[&str]) -> Result<HostObservation
                     .map(str::to_string)
                     .filter(|version| !version.is_empty());
             }
-            "file" if value == "missing" => digests.push(None),
-            "file" => digests
-                .push(Some(FileState::parse(value).ok_or_else(|| {
-                    SnapshotError(format!("unexpected file line {line:?}"))
-                })?)),
-            _ => return Err(SnapshotError(format!("unexpected line {line:?}"))),
+            _ => return Err(SnapshotError(format!("unexpected line {key}={value}"))),
         }
+        lines.next();
     }
-    if digests.len() != paths.len() {
-        return Err(SnapshotError(format!(
-            "expected {} file digests, got {}",
-            paths.len(),
-            digests.len()
-        )));
-    }
+    let states = parse_file_states(lines, paths.len()).map_err(SnapshotError)?;
     observation.files = paths
         .iter()
         .map(|path| path.to_string())
-        .zip(digests)
+        .zip(states)
         .collect();
     Ok(observation)
 }
@@ -298,7 +277,7 @@ mod tests {
     fn observation_reads_files_in_order() {
         let hex = "a".repeat(64);
         let output = format!(
-            "version=v1.35.3+k0s.0\nstatus={{\"Role\":\"worker\",\"Pid\":1}}\nfile={hex} 640 0 0 root root\nfile=missing\n"
+            "version=v1.35.3+k0s.0\nstatus={{\"Role\":\"worker\",\"Pid\":1}}\npresent\nmissing\n--\n640 0 0 root root\n--\n{hex} */a\n"
         );
         let observation = parse_observation(&output, &["/a", "/b"]).unwrap();
         assert!(observation.k0s_running);

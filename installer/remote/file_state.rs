@@ -1,9 +1,10 @@
-//! A regular file as a host has it: digest, mode and owner, read in one shell command so that a
-//! host's files cost one round trip together.
+//! A regular file as a host has it: digest, mode and owner, read for many files in one shell
+//! command so that a host's files cost one round trip and a few processes together.
 
 use crate::digest::Digest;
+use crate::shell::quote;
 
-use super::host::sha256_command;
+use super::host::sha256_each_command;
 
 /// A regular file on a host, following symbolic links as `chmod` and `chown` do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,14 +28,72 @@ pub struct ModeMismatch {
     pub found: String,
 }
 
-/// Returns a shell command that prints `<sha256> <mode> <uid> <gid> <user> <group>` for the
-/// regular file at `quoted_path`, and fails when it cannot read the file.
-pub(crate) fn file_state_command(quoted_path: &str) -> String {
+/// Returns a shell script that reads the state of every regular file of `paths` with one `stat`
+/// and one hash command, however many files there are. Reading each file with commands of its
+/// own was the largest cost of the blueprint phase on the 30-host lab. [`parse_file_states`]
+/// reads what it prints: a line `present` or `missing` per path, then, when any file is present,
+/// a `--` line, a `stat` line per present file, another `--` line and a digest line per present
+/// file. The script fails when it cannot read a present file.
+pub(crate) fn file_states_script(paths: &[&str]) -> String {
+    let quoted: Vec<String> = paths.iter().map(|path| quote(path)).collect();
     format!(
-        "digest=$({}) && attributes=$(stat -L -c '%a %u %g %U %G' {quoted_path}) && \
-         echo \"${{digest%% *}} $attributes\"",
-        sha256_command(quoted_path)
+        "set --\n\
+         for path in {}; do\n\
+         if [ -f \"$path\" ]; then echo present; set -- \"$@\" \"$path\"; else echo missing; fi\n\
+         done\n\
+         if [ $# -gt 0 ]; then\n\
+         echo -- && stat -L -c '%a %u %g %U %G' -- \"$@\" || exit 1\n\
+         echo -- && {} || exit 1\n\
+         fi\n",
+        quoted.join(" "),
+        sha256_each_command()
     )
+}
+
+/// Reads the output of [`file_states_script`] for `count` paths from `lines`, in the order of the
+/// paths, with `None` for a missing file. The error names the unexpected output.
+pub fn parse_file_states<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    count: usize,
+) -> Result<Vec<Option<FileState>>, String> {
+    let lines: Vec<&str> = lines.map(str::trim).collect();
+    if lines.len() < count {
+        return Err(format!("expected {count} files, got {} lines", lines.len()));
+    }
+    let (presence, rest) = lines.split_at(count);
+    let present = presence.iter().filter(|line| **line == "present").count();
+    if let Some(line) = presence
+        .iter()
+        .find(|line| !matches!(**line, "present" | "missing"))
+    {
+        return Err(format!("unexpected line {line:?}"));
+    }
+    let expected_rest = if present == 0 { 0 } else { 2 * present + 2 };
+    if rest.len() != expected_rest {
+        return Err(format!(
+            "expected {expected_rest} lines for {present} present files, got {}",
+            rest.len()
+        ));
+    }
+    let (attributes, digests) = match rest {
+        [] => (&[][..], &[][..]),
+        ["--", rest @ ..] if rest.get(present) == Some(&"--") => {
+            (&rest[..present], &rest[present + 1..])
+        }
+        _ => return Err(format!("unexpected lines {rest:?}")),
+    };
+    let mut states = attributes.iter().zip(digests).map(|(attributes, digest)| {
+        let digest = digest.split_whitespace().next().unwrap_or_default();
+        let line = format!("{digest} {attributes}");
+        FileState::parse(&line).ok_or_else(|| format!("unexpected file line {line:?}"))
+    });
+    presence
+        .iter()
+        .map(|line| match *line {
+            "present" => states.next().expect("one state per present file").map(Some),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 impl FileState {
@@ -174,22 +233,71 @@ mod tests {
     }
 
     #[test]
-    fn command_reads_a_local_file() {
+    fn script_reads_local_files_in_order() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("with space");
-        std::fs::write(&path, b"bytes").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let spaced = dir.path().join("with space");
+        std::fs::write(&spaced, b"bytes").unwrap();
+        std::fs::set_permissions(&spaced, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"other bytes").unwrap();
+        let missing = dir.path().join("missing");
+        let paths = [&spaced, &missing, &other].map(|path| path.to_str().unwrap());
         let output = std::process::Command::new("sh")
             .arg("-c")
-            .arg(file_state_command(&crate::shell::quote(
-                path.to_str().unwrap(),
-            )))
+            .arg(file_states_script(&paths))
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
-        let parsed = FileState::parse(&String::from_utf8(output.stdout).unwrap()).unwrap();
-        assert_eq!(parsed.digest, Digest::of_bytes(b"bytes"));
-        assert_eq!(parsed.mode, 0o640);
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let states = parse_file_states(stdout.lines(), paths.len()).unwrap();
+        let first = states[0].as_ref().unwrap();
+        assert_eq!(first.digest, Digest::of_bytes(b"bytes"));
+        assert_eq!(first.mode, 0o640);
+        assert_eq!(states[1], None);
+        let third = states[2].as_ref().unwrap();
+        assert_eq!(third.digest, Digest::of_bytes(b"other bytes"));
+    }
+
+    #[test]
+    fn script_without_files_prints_presence_only() {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(file_states_script(&["/nonexistent/a", "/nonexistent/b"]))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(stdout, "missing\nmissing\n");
+        let states = parse_file_states(stdout.lines(), 2).unwrap();
+        assert_eq!(states, [None, None]);
+    }
+
+    #[test]
+    fn parse_rejects_short_or_unordered_output() {
+        let hex = "b".repeat(64);
+        let digest = format!("{hex} */a");
+        let cases: [(&[&str], &str); 3] = [
+            (&["present"], "expected 2 files"),
+            (
+                &["present", "missing", "--", "640 0 0 root root"],
+                "expected 4 lines",
+            ),
+            (
+                &[
+                    "present",
+                    "missing",
+                    "640 0 0 root root",
+                    "--",
+                    "--",
+                    &digest,
+                ],
+                "unexpected lines",
+            ),
+        ];
+        for (lines, message) in cases {
+            let error = parse_file_states(lines.iter().copied(), 2).unwrap_err();
+            assert!(error.contains(message), "{lines:?}: {error}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 
-use super::file_state::{FileState, file_state_command};
+use super::file_state::{FileState, file_states_script, parse_file_states};
 use super::session::{ExecError, Output, Session};
 use crate::digest::Digest;
 use crate::shell::quote;
@@ -255,14 +255,7 @@ impl Host {
         if paths.is_empty() {
             return Ok(Vec::new());
         }
-        let mut script = String::new();
-        for path in paths {
-            let quoted = quote(path);
-            script.push_str(&format!(
-                "if [ -f {quoted} ]; then {} || exit 1; else echo missing; fi\n",
-                file_state_command(&quoted)
-            ));
-        }
+        let script = file_states_script(paths);
         let output = self.run_output(&script).await?;
         let read_error = |reason: String| HostError::Read {
             host: self.label().to_string(),
@@ -273,26 +266,7 @@ impl Host {
             return Err(read_error(output.stderr_tail()));
         }
         let stdout = output.stdout_text();
-        let states: Vec<Option<FileState>> = stdout
-            .lines()
-            .map(|line| match line.trim() {
-                "missing" => Ok(None),
-                line => FileState::parse(line)
-                    .map(Some)
-                    .ok_or_else(|| HostError::Parse {
-                        host: self.label().to_string(),
-                        command: script.clone(),
-                        output: line.to_string(),
-                    }),
-            })
-            .collect::<Result<_, _>>()?;
-        if states.len() != paths.len() {
-            return Err(read_error(format!(
-                "expected {} files, got {} lines",
-                paths.len(),
-                states.len()
-            )));
-        }
+        let states = parse_file_states(stdout.lines(), paths.len()).map_err(read_error)?;
         Ok(states)
     }
 
@@ -305,14 +279,21 @@ impl Host {
     /// Returns, for each of `dirs`, the mount point of the file system that contains it (or its
     /// nearest existing parent) and the bytes free there, in one command.
     pub async fn free_space_each(&self, dirs: &[&str]) -> Result<Vec<(String, u64)>, HostError> {
-        let mut script = String::new();
-        for dir in dirs {
-            script.push_str(&format!(
-                "d={}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; \
-                 df -Pk \"$d\" | awk 'NR==2 {{print $4, $6}}'\n",
-                quote(dir)
-            ));
+        if dirs.is_empty() {
+            return Ok(Vec::new());
         }
+        let quoted: Vec<String> = dirs.iter().map(|dir| quote(dir)).collect();
+        // Each folder climbs to its nearest existing parent with shell built-ins, and one `df`
+        // reads them all: it prints a line per argument, in order, after its header.
+        let script = format!(
+            "set --\n\
+             for d in {}; do\n\
+             while [ ! -d \"$d\" ]; do case $d in */*) d=${{d%/*}}; d=${{d:-/}} ;; *) d=. ;; esac; done\n\
+             set -- \"$@\" \"$d\"\n\
+             done\n\
+             df -Pk \"$@\" | awk 'NR > 1 {{print $4, $6}}'\n",
+            quoted.join(" ")
+        );
         let stdout = self.run(&script).await?;
         let parse_error = || HostError::Parse {
             host: self.label().to_string(),
@@ -413,7 +394,7 @@ impl Host {
         let temporary = format!("{staging}/.{name}.airlock-{}", std::process::id());
         let (quoted_path, quoted_temporary) = (quote(path), quote(&temporary));
         let parent = quote(&parent_dir(path));
-        let dirs = format!("{parent} {}", quote(&staging));
+        let quoted_staging = quote(&staging);
         let create_parent = match dir_mode {
             Some(dir_mode) => format!(
                 "{{ [ -d {parent} ] || {{ mkdir -p {parent} && chmod {dir_mode} {parent}; }}; }} && "
@@ -422,11 +403,7 @@ impl Host {
         };
         // A run killed mid-upload leaves its temporary file behind. The host lock means no other
         // run writes this name now, so every earlier temporary file of it can go.
-        let leftovers = format!(
-            "{}/{}*",
-            quote(&staging),
-            quote(&format!(".{name}.airlock-"))
-        );
+        let leftovers = format!("{quoted_staging}/{}*", quote(&format!(".{name}.airlock-")));
         // The owner is set before the mode because chown clears the setuid and setgid bits.
         let chown = match owner {
             Some(owner) => format!("chown {} {quoted_temporary} && ", quote(owner)),
@@ -434,8 +411,11 @@ impl Host {
         };
         // One command receives, hashes, compares and renames, so a file costs one round trip.
         // It prints the digest it computed before comparing it, for the error below.
+        // The tests before `mkdir` and `rm` are shell built-ins: on a host that receives many
+        // files at once, each process a command saves counts.
         let script = format!(
-            "{create_parent}mkdir -p {dirs} && rm -f {leftovers} && umask 077 && \
+            "{create_parent}{{ [ -d {parent} ] && [ -d {quoted_staging} ] || mkdir -p {parent} {quoted_staging}; }} && \
+             for leftover in {leftovers}; do [ ! -e \"$leftover\" ] || rm -f \"$leftover\"; done && umask 077 && \
              received=$({}) && digest=${{received%% *}} && echo \"$digest\" && \
              [ \"$digest\" = {} ] && {chown}chmod {mode} {quoted_temporary} && \
              mv -f {quoted_temporary} {quoted_path}",
@@ -527,6 +507,15 @@ const RECEIVE_SCRIPT: &str = include_str!("receive.py");
 /// take longer than the upload itself.
 pub(super) fn sha256_command(quoted_path: &str) -> String {
     format!("{{ openssl dgst -sha256 -r {quoted_path} 2>/dev/null || sha256sum {quoted_path}; }}")
+}
+
+/// Returns a shell command that hashes the files named by the shell's positional parameters
+/// (`"$@"`) and prints one line per file, in order, starting with its digest in hex. It uses
+/// OpenSSL where its command-line tool works, as [`sha256_command`] does. OpenSSL's output is
+/// held back until it succeeds, so that a failure part-way through prints no line twice.
+pub(super) fn sha256_each_command() -> &'static str {
+    "if digests=$(openssl dgst -sha256 -r \"$@\" 2>/dev/null); then printf '%s\\n' \"$digests\"; \
+     else sha256sum -- \"$@\"; fi"
 }
 
 pub(crate) fn parent_dir(path: &str) -> String {

@@ -13,8 +13,8 @@ mod session;
 pub mod stream;
 mod target;
 
-pub(crate) use file_state::file_state_command;
-pub use file_state::{FileState, ModeMismatch, split_owner};
+pub(crate) use file_state::file_states_script;
+pub use file_state::{FileState, ModeMismatch, parse_file_states, split_owner};
 pub(crate) use host::parent_dir;
 pub use host::{Host, HostError, Placement, Upload};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
