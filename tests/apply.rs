@@ -829,4 +829,11 @@ fn unready_worker_reports_service_log() {
     );
     assert!(text.contains("the k0s service log ends:"), "{text}");
     assert!(text.contains("failed to decode join token"), "{text}");
+    // The token file of the failed join is overwritten too, when the run lets go of the host.
+    let token = lab.ssh_root("lab-2", "cat /etc/k0s/k0stoken");
+    assert!(
+        common::stdout(&token).starts_with("# overwritten"),
+        "{}",
+        describe(&token)
+    );
 }

@@ -73,6 +73,9 @@ pub struct Node {
     pub placed_modes: BTreeMap<String, FileModeRecord>,
     /// Whether this run installed k0s here; a host that never became ready is reset on failure.
     pub installed_by_this_run: bool,
+    /// Shell commands run when the run lets go of the host, with the lock release, in one round
+    /// trip: such as overwriting a used join token once every join of the run is done.
+    pub on_release: Vec<String>,
     /// Whether k0s here reached readiness in this run (the API server, or the node Ready).
     pub became_ready: bool,
 }
@@ -192,6 +195,7 @@ impl Run {
                 placed: BTreeMap::new(),
                 placed_modes: BTreeMap::new(),
                 installed_by_this_run: false,
+                on_release: Vec::new(),
                 became_ready: false,
             })
             .collect();

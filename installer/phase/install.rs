@@ -127,6 +127,9 @@ impl Phase<Run> for JoinControllers {
                 force: node.half_installed(),
             };
             run.nodes[index].installed_by_this_run = true;
+            run.nodes[index]
+                .on_release
+                .push(k0s_ops::scrub_token_command());
             let joins = Joins::new(&run.cluster, &leader, leader_paths, timeout);
             let joined = joins
                 .join(&spec, &host, TokenRole::Controller, options, &name)
@@ -196,7 +199,9 @@ impl Phase<Run> for JoinWorkers {
             .collect();
         for (index, _, _, _, _, running, _) in &work {
             if !running {
-                run.nodes[*index].installed_by_this_run = true;
+                let node = &mut run.nodes[*index];
+                node.installed_by_this_run = true;
+                node.on_release.push(k0s_ops::scrub_token_command());
             }
         }
         let joins = Joins::new(&run.cluster, &leader, leader_paths, timeout);
@@ -398,7 +403,9 @@ impl<'a> Joins<'a> {
     }
 
     /// Joins one host with a token of its own and waits until it is ready. The caller
-    /// invalidates the token afterwards with [`Self::invalidate_tokens`].
+    /// invalidates the token afterwards with [`Self::invalidate_tokens`], and the token file is
+    /// overwritten when the run releases the host, by a command the caller adds to
+    /// [`on_release`](super::context::Node::on_release).
     async fn join(
         &self,
         spec: &HostSpec,
@@ -413,24 +420,24 @@ impl<'a> Joins<'a> {
             .lock()
             .expect("token ids lock")
             .push(token.id.clone());
-        let joined = async {
-            let token = Some(&token);
-            install_and_start(self.cluster, spec, host, options, token, self.timeout).await?;
-            if spec.role.runs_workloads()
-                && let Err(error) = self.readiness.wait(node_name, self.timeout).await
-            {
-                return Err(match k0s_ops::service_log(host).await {
-                    Some(log) => anyhow::anyhow!("{error:#}; the k0s service log ends: {log}"),
-                    None => error,
-                });
-            }
-            anyhow::Ok(())
+        install_and_start(
+            self.cluster,
+            spec,
+            host,
+            options,
+            Some(&token),
+            self.timeout,
+        )
+        .await?;
+        if spec.role.runs_workloads()
+            && let Err(error) = self.readiness.wait(node_name, self.timeout).await
+        {
+            return Err(match k0s_ops::service_log(host).await {
+                Some(log) => anyhow::anyhow!("{error:#}; the k0s service log ends: {log}"),
+                None => error,
+            });
         }
-        .await;
-        if let Err(error) = k0s_ops::scrub_token(host).await {
-            tracing::warn!(host = %host.label(), %error, "cannot overwrite the used join token file");
-        }
-        joined
+        Ok(())
     }
 }
 

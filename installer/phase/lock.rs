@@ -1,6 +1,7 @@
 //! Phases "Lock hosts" and "Release host locks": keep two airlock runs off the same hosts.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use super::context::Run;
 use super::{HostFailure, Phase, PhaseError, for_each_host_settled};
@@ -55,15 +56,27 @@ impl Phase<Run> for Lock {
     }
 }
 
-/// Releases every lock this run holds, logging (not failing) where a host cannot be reached.
+/// Releases every lock this run holds, on every host at once, after each host's
+/// [`on_release`](super::context::Node::on_release) commands. Logs (does not fail) where a host
+/// cannot be reached.
 pub async fn release_locks(run: &mut Run) {
-    for node in &mut run.nodes {
-        if let (Some(lock), Some(host)) = (node.lock.take(), node.connection.clone())
-            && let Err(error) = lock.release(&host).await
-        {
-            tracing::warn!(host = %node.label(), %error, "cannot release the host lock; it expires by itself");
-        }
-    }
+    let releases: Vec<_> = run
+        .nodes
+        .iter_mut()
+        .filter_map(|node| {
+            let (lock, host) = (node.lock.take()?, node.connection.clone()?);
+            let first = std::mem::take(&mut node.on_release).join("\n");
+            Some((node.label(), lock, host, first))
+        })
+        .collect();
+    let concurrency = run.settings.concurrency;
+    futures::stream::iter(releases)
+        .for_each_concurrent(concurrency, |(label, lock, host, first)| async move {
+            if let Err(error) = lock.release_after(&host, &first).await {
+                tracing::warn!(host = %label, %error, "cannot release the host lock; it expires by itself");
+            }
+        })
+        .await;
 }
 
 pub struct ReleaseLocks;

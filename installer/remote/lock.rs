@@ -162,12 +162,24 @@ impl HostLock {
 
     /// Removes the lock file if this run still owns it.
     pub async fn release(self, host: &Host) -> Result<(), HostError> {
+        self.release_after(host, "").await
+    }
+
+    /// Runs the shell commands `first`, then removes the lock file if this run still owns it, in
+    /// one command. The lock goes whether or not `first` succeeds; a failure of `first` is
+    /// returned.
+    pub async fn release_after(self, host: &Host, first: &str) -> Result<(), HostError> {
         self.refresher.abort();
-        let script = format!(
+        let release = format!(
             "if [ \"$(head -n 1 {path} 2>/dev/null)\" = {line} ]; then rm -f {path}; fi",
             path = quote(&self.path),
             line = quote(&self.owner_line)
         );
+        let script = if first.trim().is_empty() {
+            release
+        } else {
+            format!("{{\n{first}\n}}; status=$?\n{release}\nexit $status")
+        };
         host.run(&script).await?;
         tracing::debug!(host = %host.label(), "lock released");
         Ok(())
