@@ -220,6 +220,20 @@ pub async fn check_health(run: &Run) -> Result<(), PhaseError> {
     check_nodes(run, None).await
 }
 
+/// Waits up to the ready timeout for the cluster to be healthy again after a node or batch was
+/// upgraded: the node's new system pods roll out, and workers import the new images, only after
+/// it is back.
+async fn wait_healthy(run: &Run) -> Result<(), PhaseError> {
+    k0s_ops::wait_until("the cluster", run.settings.ready_timeout, || async {
+        Ok(check_health(run)
+            .await
+            .err()
+            .map(|problems| format!("{:#}", problems.error)))
+    })
+    .await
+    .map_err(PhaseError::new)
+}
+
 /// Checks the nodes named in `only` (every node when `None`); with `None` the workloads too.
 async fn check_nodes(run: &Run, only: Option<&[String]>) -> Result<(), PhaseError> {
     let leader = run.leader();
@@ -411,7 +425,7 @@ impl Phase<Run> for UpgradeControllers {
                 .await
                 .map_err(|e| stopped(run, index, e))?;
             finish_node(run, index, started).await?;
-            check_health(run)
+            wait_healthy(run)
                 .await
                 .map_err(|e| gate_failed(run, index, e))?;
         }
@@ -455,7 +469,7 @@ impl Phase<Run> for UpgradeWorkers {
             for &index in batch {
                 finish_node(run, index, started).await?;
             }
-            check_health(run)
+            wait_healthy(run)
                 .await
                 .map_err(|e| gate_failed(run, batch[0], e))?;
         }
