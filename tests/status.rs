@@ -156,6 +156,31 @@ fn status_without_blueprint_names_the_fix() {
         text.contains("help: airlock apply writes the blueprint"),
         "{text}"
     );
+
+    // A controller that cannot be reached, beside a worker that can, is named with its
+    // connection error: the host as a controller on a closed port, then as a worker.
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let (head, host) = text.split_once("    - role: controller\n").unwrap();
+    let unreachable = host.replace("port: 22\n", "port: 1\n");
+    let closed = lab.dir.join("closed-port.yaml");
+    std::fs::write(
+        &closed,
+        format!("{head}    - role: controller\n{unreachable}    - role: worker\n{host}"),
+    )
+    .unwrap();
+    let output = status(&lab, &closed);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = common::stderr(&output);
+    assert!(
+        text.contains("no controller could be reached to read the blueprint:"),
+        "{text}"
+    );
+    let address = &lab.host("lab-1").address;
+    assert!(
+        text.contains(&format!("{address}:1: cannot connect")),
+        "{text}"
+    );
+    assert!(text.contains("refused"), "{text}");
 }
 
 #[test]

@@ -216,7 +216,8 @@ fn workers_go_in_batches_of_the_disruption_share() {
     };
     let (output, log) = upgrade_to_new(&installed);
     assert!(
-        stderr(&output).contains("workers: 2 at a time"),
+        stderr(&output)
+            .contains("workers: 2 at a time, 1 batch (workerDisruptionPercent 100 % of 2 workers"),
         "{}",
         describe(&output)
     );

@@ -88,14 +88,23 @@ pub async fn connect_hosts(
         .await)
 }
 
-/// Reads the blueprint copy of every connected controller, newest first (by audit entries, then
-/// write time).
+/// The prefix of the error text of a blueprint copy whose controller could not be reached.
+const UNREACHABLE: &str = "cannot connect: ";
+
+/// Reads the blueprint copy of every controller, newest first (by audit entries, then write
+/// time). A controller that could not be reached has its connection error in place of a copy.
 pub async fn fetch_blueprints(
     controllers: &[Connected],
 ) -> Vec<(String, Result<Blueprint, String>)> {
     let mut copies = Vec::new();
     for controller in controllers {
-        let Ok(host) = &controller.host else { continue };
+        let host = match &controller.host {
+            Ok(host) => host,
+            Err(error) => {
+                copies.push((controller.label(), Err(format!("{UNREACHABLE}{error}"))));
+                continue;
+            }
+        };
         let path = remote_path(&controller.spec.data_dir, blueprint::FILE_NAME);
         let copy = match host.read_file(&path).await {
             Ok(Some(bytes)) => String::from_utf8(bytes)
@@ -126,16 +135,20 @@ pub fn newest_blueprint(
         .iter()
         .find_map(|(label, copy)| copy.as_ref().ok().map(|b| (label.clone(), b.clone())))
         .ok_or_else(|| {
-            if copies.is_empty() {
-                return CliError::failure(anyhow::anyhow!(
-                    "no controller could be reached to read the blueprint"
-                ))
-                .help("the connection errors are listed above; make a controller reachable and run again");
-            }
             let reasons: Vec<String> = copies
                 .iter()
                 .filter_map(|(label, copy)| copy.as_ref().err().map(|e| format!("{label}: {e}")))
                 .collect();
+            let unreachable = |(_, copy): &(String, Result<Blueprint, String>)| {
+                copy.as_ref().is_err_and(|e| e.starts_with(UNREACHABLE))
+            };
+            if copies.iter().all(unreachable) {
+                return CliError::failure(anyhow::anyhow!(
+                    "no controller could be reached to read the blueprint:\n  {}",
+                    reasons.join("\n  ")
+                ))
+                .help("make a controller reachable and run again");
+            }
             CliError::failure(anyhow::anyhow!(
                 "no controller holds a readable blueprint{}",
                 if reasons.is_empty() {

@@ -349,9 +349,21 @@ impl Phase<Run> for PlanUpgrade {
             ));
         }
         if workers_to_upgrade > 1 {
+            let batch = self.worker_batch.clamp(1, workers_to_upgrade);
+            let concurrency = &run.cluster.options.concurrency;
+            let workers = run.workers().len();
+            let source = if self.worker_batch == concurrency.worker_batch(None, workers) {
+                format!(
+                    "workerDisruptionPercent {} % of {}, at least 1; --concurrency sets another size",
+                    concurrency.worker_disruption_percent,
+                    format_count(workers, "worker", "workers")
+                )
+            } else {
+                "--concurrency".to_string()
+            };
             run.ui.println(&format!(
-                "workers: {} at a time (--concurrency, or spec.options.concurrency in the cluster file)",
-                self.worker_batch.min(workers_to_upgrade)
+                "workers: {batch} at a time, {} ({source})",
+                format_count(workers_to_upgrade.div_ceil(batch), "batch", "batches")
             ));
         }
         let installed = run
