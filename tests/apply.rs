@@ -367,6 +367,11 @@ fn host_that_is_down_is_named() {
         "{text}"
     );
     assert!(text.contains("help: check that the hosts are up"), "{text}");
+    // The host's own progress line gives the cause as well.
+    assert!(
+        text.contains(&format!("{down}: failed: not connected: ")),
+        "{text}"
+    );
 }
 
 #[test]

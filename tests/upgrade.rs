@@ -153,6 +153,14 @@ fn cluster_upgrades_in_order_with_drains() {
         }
     }
     for worker in ["lab-4", "lab-5"] {
+        assert!(
+            printed.contains(&format!("cordoned and drained node {worker}")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("uncordoned node {worker}")),
+            "{printed}"
+        );
         let drained = log
             .iter()
             .position(|e| e["event"] == "drain" && e.to_string().contains(worker));
@@ -430,6 +438,11 @@ fn downgrade_is_refused_then_allowed() {
         all_run(&installed.lab, OLD),
         "{:?}",
         running_versions(&installed.lab)
+    );
+    assert!(
+        stderr(&allowed).contains("stack kubevirt: v1.9.1 -> v1.9.0 (downgrade)"),
+        "{}",
+        describe(&allowed)
     );
 }
 

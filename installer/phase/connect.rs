@@ -47,7 +47,10 @@ impl Phase<Run> for Connect {
                             Ok((index, Host::new(session, target.user != "root")))
                         }
                         Err(error) => {
-                            item.fail("not connected");
+                            // The summary after the phase gives the whole error and the fix.
+                            let cause = error.root_cause().to_string();
+                            let cause = cause.lines().next().unwrap_or_default();
+                            item.fail(&format!("not connected: {cause}"));
                             Err(HostFailure::new(label, error))
                         }
                     }

@@ -309,7 +309,7 @@ impl Phase<Run> for PlanUpgrade {
                 .find(|entry| (entry.role != "worker") == controller)
                 .map(|entry| {
                     format!(
-                        ", last time {}",
+                        " (took {} last time)",
                         format_duration(Duration::from_secs(entry.seconds))
                     )
                 })
@@ -383,6 +383,7 @@ impl Phase<Run> for PlanUpgrade {
                 _ if !enabled.contains(&stack.name.as_str()) => "not enabled on this cluster",
                 None => "install",
                 Some(version) if *version == stack.version => "unchanged",
+                Some(version) if is_older(&stack.version, version) => "downgrade",
                 Some(_) => "upgrade",
             };
             let before = before.map_or("not installed", String::as_str);
@@ -397,6 +398,17 @@ impl Phase<Run> for PlanUpgrade {
     async fn dry_run(&mut self, run: &mut Run) -> Result<(), PhaseError> {
         self.run(run).await
     }
+}
+
+/// Whether version `a` is older than `b`, comparing their dot-separated numbers (a leading `v`
+/// and anything after a `-` or `+` aside). Versions that are not numbers compare as not older.
+fn is_older(a: &str, b: &str) -> bool {
+    let numbers = |version: &str| -> Option<Vec<u64>> {
+        let core = version.trim_start_matches('v');
+        let core = core.split(['-', '+']).next().unwrap_or(core);
+        core.split('.').map(|part| part.parse().ok()).collect()
+    };
+    matches!((numbers(a), numbers(b)), (Some(a), Some(b)) if a < b)
 }
 
 /// Phase "Upgrade controllers": one at a time, the cluster checked healthy after each.
@@ -572,7 +584,12 @@ async fn upgrade_worker(run: &Run, index: usize) -> anyhow::Result<()> {
             .await?,
     )?;
     let cordoned = node["spec"]["unschedulable"].as_bool().unwrap_or(false);
-    if !cordoned {
+    let (label, node_name) = (run.nodes[index].label(), run.nodes[index].node_name());
+    if cordoned {
+        run.ui.println(&format!(
+            "{label}: node {node_name} is cordoned already, by an earlier run"
+        ));
+    } else {
         host.run(&paths.kubectl(&format!("cordon {name}"))).await?;
         if drain.enabled {
             let args = drain.kubectl_args().join(" ");
@@ -583,11 +600,19 @@ async fn upgrade_worker(run: &Run, index: usize) -> anyhow::Result<()> {
                         "the drain did not finish; a PodDisruptionBudget may forbid evicting a pod",
                     )
                 })?;
+            run.ui
+                .println(&format!("{label}: cordoned and drained node {node_name}"));
+        } else {
+            run.ui.println(&format!(
+                "{label}: cordoned node {node_name} (spec.options.drain.enabled is false)"
+            ));
         }
     }
     upgrade_node(run, index, true).await?;
     host.run(&paths.kubectl(&format!("uncordon {name}")))
         .await?;
+    run.ui
+        .println(&format!("{label}: uncordoned node {node_name}"));
     Ok(())
 }
 
@@ -803,4 +828,18 @@ async fn remove_old_archives(run: &mut Run) -> Result<(), PhaseError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_versions_compare_by_number() {
+        assert!(is_older("88.5.3", "88.6.0"));
+        assert!(is_older("v1.9.0", "v1.10.0"));
+        assert!(!is_older("3.9.1", "3.9.0"));
+        assert!(!is_older("3.9.1", "3.9.1"));
+        assert!(!is_older("latest", "3.9.1"));
+    }
 }
