@@ -177,7 +177,7 @@ fn status_without_blueprint_names_the_fix() {
     );
     let address = &lab.host("lab-1").address;
     assert!(
-        text.contains(&format!("{address}:1: cannot connect")),
+        text.contains(&format!("{address}:1: unreachable: ")),
         "{text}"
     );
     assert!(text.contains("refused"), "{text}");

@@ -29,7 +29,7 @@ pub use report::{CliError, CliResult, Status};
 /// into a bundle pinned by sha256 and signed with minisign. Inside the site, `airlock apply`
 /// verifies every byte, provisions k0s on the hosts over SSH, installs the platform stacks and
 /// writes a blueprint of what it installed. `airlock upgrade` rolls the cluster forward from a
-/// newer bundle, one node at a time.
+/// newer bundle: controllers one at a time, then workers in batches.
 #[derive(Debug, Parser)]
 #[command(
     name = "airlock",
@@ -83,7 +83,8 @@ pub enum Command {
     /// Save the cluster state with `k0s backup` on the leader, with its sha256 and blueprint.
     Backup(backup::BackupArgs),
 
-    /// Roll a running cluster forward to a newer bundle, one node at a time.
+    /// Roll a running cluster forward to a newer bundle: controllers one at a time, then workers in
+    /// batches.
     Upgrade(upgrade::UpgradeArgs),
 
     /// Compare the live cluster with its blueprint and report drift (exit status 3).

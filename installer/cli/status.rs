@@ -89,7 +89,7 @@ pub async fn connect_hosts(
 }
 
 /// The prefix of the error text of a blueprint copy whose controller could not be reached.
-const UNREACHABLE: &str = "cannot connect: ";
+const UNREACHABLE: &str = "unreachable: ";
 
 /// Reads the blueprint copy of every controller, newest first (by audit entries, then write
 /// time). A controller that could not be reached has its connection error in place of a copy.

@@ -47,10 +47,7 @@ impl Phase<Run> for Connect {
                             Ok((index, Host::new(session, target.user != "root")))
                         }
                         Err(error) => {
-                            // The summary after the phase gives the whole error and the fix.
-                            let cause = error.root_cause().to_string();
-                            let cause = cause.lines().next().unwrap_or_default();
-                            item.fail(&format!("not connected: {cause}"));
+                            item.fail(&format!("not connected: {}", error.summary()));
                             Err(HostFailure::new(label, error))
                         }
                     }

@@ -307,11 +307,13 @@ impl Phase<Run> for PlanUpgrade {
                 .iter()
                 .rev()
                 .find(|entry| (entry.role != "worker") == controller)
-                .map(|entry| {
-                    format!(
+                .map(|entry| match entry.seconds {
+                    // The history keeps whole seconds.
+                    0 => " (took under a second last time)".to_string(),
+                    seconds => format!(
                         " (took {} last time)",
-                        format_duration(Duration::from_secs(entry.seconds))
-                    )
+                        format_duration(Duration::from_secs(seconds))
+                    ),
                 })
                 .unwrap_or_default()
         };

@@ -196,6 +196,30 @@ impl ConnectError {
         }
     }
 
+    /// Returns a few words on what failed, for a host's progress line; the error itself, with
+    /// the evidence and the fix, follows in the phase's summary.
+    pub fn summary(&self) -> String {
+        match self {
+            ConnectError::Unreachable { reason, .. } => reason.clone(),
+            ConnectError::HandshakeTimeout { timeout, .. } => {
+                format!("no SSH handshake within {timeout:?}")
+            }
+            ConnectError::UnknownHostKey { .. } => "unknown host key".to_string(),
+            ConnectError::HostKeyChanged { .. } => "the host key has CHANGED".to_string(),
+            ConnectError::HostKeyRevoked { .. } => "the host key is revoked".to_string(),
+            ConnectError::LearnHostKey { .. } => "cannot record the host key".to_string(),
+            ConnectError::Authentication { user, .. } => {
+                format!("every key was rejected for user {user}")
+            }
+            ConnectError::Key { .. } => "cannot load the SSH key".to_string(),
+            ConnectError::Jump { jump, source, .. } => {
+                format!("through {jump}: {}", source.summary())
+            }
+            ConnectError::JumpChannel { jump, .. } => format!("{jump} did not open a channel"),
+            ConnectError::Protocol { .. } => "SSH protocol error".to_string(),
+        }
+    }
+
     /// Returns the error behind any jump hosts, for choosing a hint.
     pub fn root_cause(&self) -> &ConnectError {
         match self {
