@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use airlock::digest::Digest;
-use common::apply::{SignedBundle, add_to_host, apply_command, cluster_file};
+use common::apply::{SignedBundle, add_to_host, apply_command, cluster_file, run_ok};
 use common::{Lab, describe, stderr, stdout};
 
 #[test]
@@ -309,10 +309,7 @@ fn changed_mode_restored_without_upload() {
     );
     let bundle = SignedBundle::build("bundles/lab.yaml");
     let cluster = cluster_file(&lab, &bundle, "");
-    let first = apply_command(&lab, &cluster, &bundle.bundle)
-        .output()
-        .unwrap();
-    assert!(first.status.success(), "{}", describe(&first));
+    run_ok(&mut apply_command(&lab, &cluster, &bundle.bundle));
 
     // The inode shows whether the next apply wrote the files again: an upload renames a new
     // file over the old one.
@@ -330,11 +327,7 @@ fn changed_mode_restored_without_upload() {
     );
     assert!(changed.status.success(), "{}", describe(&changed));
 
-    let dry_run = apply_command(&lab, &cluster, &bundle.bundle)
-        .arg("--dry-run")
-        .output()
-        .unwrap();
-    assert!(dry_run.status.success(), "{}", describe(&dry_run));
+    let dry_run = run_ok(apply_command(&lab, &cluster, &bundle.bundle).arg("--dry-run"));
     let address = &lab.host("lab-1").address;
     assert!(
         stderr(&dry_run).contains(&format!(
@@ -351,10 +344,7 @@ fn changed_mode_restored_without_upload() {
         "the dry run changed the mode"
     );
 
-    let second = apply_command(&lab, &cluster, &bundle.bundle)
-        .output()
-        .unwrap();
-    assert!(second.status.success(), "{}", describe(&second));
+    let second = run_ok(&mut apply_command(&lab, &cluster, &bundle.bundle));
     // airlock prints its progress on standard error.
     let text = stderr(&second);
     assert!(
@@ -410,9 +400,6 @@ fn changed_mode_restored_without_upload() {
     );
 
     // A third apply finds nothing to restore.
-    let third = apply_command(&lab, &cluster, &bundle.bundle)
-        .output()
-        .unwrap();
-    assert!(third.status.success(), "{}", describe(&third));
+    let third = run_ok(&mut apply_command(&lab, &cluster, &bundle.bundle));
     assert!(!stderr(&third).contains("restored"), "{}", describe(&third));
 }

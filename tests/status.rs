@@ -10,7 +10,9 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 
 use airlock::blueprint::Blueprint;
-use common::apply::{SignedBundle, add_to_host, airlock, apply_command, cluster_file, kubectl};
+use common::apply::{
+    SignedBundle, add_to_host, airlock, apply_command, cluster_file, kubectl, run_ok,
+};
 use common::{Lab, describe, stdout};
 
 const SITE_POLICY: &str = "---
@@ -205,10 +207,7 @@ fn status_reports_changed_file_mode() {
     );
     let bundle = SignedBundle::build("bundles/lab.yaml");
     let cluster = cluster_file(&lab, &bundle, "");
-    let output = apply_command(&lab, &cluster, &bundle.bundle)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    run_ok(&mut apply_command(&lab, &cluster, &bundle.bundle));
     let clean = status(&lab, &cluster);
     assert_eq!(clean.status.code(), Some(0), "{}", describe(&clean));
 

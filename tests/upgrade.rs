@@ -75,10 +75,7 @@ fn upgrade_command(installed: &Installed, bundle: &Path) -> Command {
 fn upgrade_to_new(installed: &Installed) -> (std::process::Output, Vec<serde_json::Value>) {
     let lab = &installed.lab;
     let before = events(lab).len();
-    let output = upgrade_command(installed, &installed.new.bundle)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = run_ok(&mut upgrade_command(installed, &installed.new.bundle));
     assert!(all_run(lab, NEW), "{:?}", running_versions(lab));
     let log = events(lab).split_off(before);
     (output, log)

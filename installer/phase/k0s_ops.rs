@@ -312,34 +312,39 @@ pub async fn invalidate_tokens(
 }
 
 impl JoinToken {
-    /// What the token file holds. It reaches the host on standard input, never in a command
-    /// line; see [`write_token_command`].
+    /// Returns the token file's contents. They reach the host on standard input, never in a
+    /// command line; see [`write_token_command`].
     pub fn file_contents(&self) -> Vec<u8> {
         format!("{}\n", self.token).into_bytes()
     }
 }
 
-/// A shell command that writes standard input to the token file a joining host's install
-/// reads, readable by root only, and renames it into place once it is whole.
+/// Returns a shell command that writes standard input to the token file a joining host's
+/// install reads, readable by root only.
 pub fn write_token_command() -> String {
-    let file = quote(TOKEN_FILE);
-    let temporary = quote(&format!("{TOKEN_FILE}.airlock-{}", std::process::id()));
     let dir = quote(&crate::remote::parent_dir(TOKEN_FILE));
     format!(
-        "{{ [ -d {dir} ] || mkdir -p {dir}; }} && (umask 077 && cat > {temporary}) && \
-         mv -f {temporary} {file}"
+        "{{ [ -d {dir} ] || mkdir -p {dir}; }} && {}",
+        replace_token_file("cat")
     )
 }
 
-/// A shell command that replaces the token file's content once the join is done, as k0sctl
-/// does, so that the used token is not left on disk.
+/// Returns a shell command that replaces the token file's content once the join is done, as
+/// k0sctl does, so that the used token is not left on disk.
 pub fn scrub_token_command() -> String {
+    format!(
+        "if [ -f {} ]; then {}; fi",
+        quote(TOKEN_FILE),
+        replace_token_file("echo '# overwritten by airlock after join'")
+    )
+}
+
+/// Returns a shell command that writes the output of `producer` to a temporary file readable by
+/// root only, then renames it over the token file, so the file is never seen half-written.
+fn replace_token_file(producer: &str) -> String {
     let file = quote(TOKEN_FILE);
     let temporary = quote(&format!("{TOKEN_FILE}.airlock-{}", std::process::id()));
-    format!(
-        "if [ -f {file} ]; then (umask 077 && echo '# overwritten by airlock after join' > {temporary}) && \
-         mv -f {temporary} {file}; fi"
-    )
+    format!("(umask 077 && {producer} > {temporary}) && mv -f {temporary} {file}")
 }
 
 /// The k0s configuration file on controllers.

@@ -10,7 +10,7 @@ use super::plan::{FileSource, PlannedFile, bundle_images};
 use super::{HostFailure, Phase, PhaseError, for_each_host};
 use crate::bundle::VerifiedBundle;
 use crate::remote::stream::{async_pipe, async_reader};
-use crate::remote::{Host, HostError, Placement};
+use crate::remote::{Host, HostError, Placement, set_owner_and_mode};
 use crate::shell::quote;
 use crate::ui::{Item, format_bytes, format_count};
 
@@ -153,16 +153,14 @@ async fn restore_modes(run: &mut Run, phase: &'static str) -> Result<(), PhaseEr
         work,
         run.settings.concurrency,
         |(host, label, files)| async move {
-            let mut script = String::new();
-            for file in &files {
-                let path = quote(&file.path);
-                // The owner is set before the mode because chown clears the setuid and setgid
-                // bits.
-                if let Some(owner) = &file.owner {
-                    script.push_str(&format!("chown {} {path} && ", quote(owner)));
-                }
-                script.push_str(&format!("chmod {} {path} || exit 1\n", file.mode));
-            }
+            let script: String = files
+                .iter()
+                .map(|file| {
+                    let path = quote(&file.path);
+                    let set_mode = set_owner_and_mode(&path, file.owner.as_deref(), &file.mode);
+                    format!("{set_mode} || exit 1\n")
+                })
+                .collect();
             match host.run(&script).await {
                 Ok(_) => Ok((label, files)),
                 Err(error) => Err(HostFailure::new(label, error)),
@@ -175,15 +173,17 @@ async fn restore_modes(run: &mut Run, phase: &'static str) -> Result<(), PhaseEr
             let Some(mismatch) = file.mode_mismatch else {
                 continue;
             };
-            let action = format!(
-                "restore {} of {} (found {})",
+            let change = format!(
+                "{} of {} (found {})",
                 mismatch.expected, file.path, mismatch.found
             );
-            run.ui.println(&format!(
-                "{label}: restored {} of {} (found {})",
-                mismatch.expected, file.path, mismatch.found
-            ));
-            run.record(phase, &label, action, Some(file.digest));
+            run.ui.println(&format!("{label}: restored {change}"));
+            run.record(
+                phase,
+                &label,
+                format!("restore {change}"),
+                Some(file.digest),
+            );
         }
     }
     for node in &mut run.nodes {

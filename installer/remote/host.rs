@@ -404,11 +404,7 @@ impl Host {
         // A run killed mid-upload leaves its temporary file behind. The host lock means no other
         // run writes this name now, so every earlier temporary file of it can go.
         let leftovers = format!("{quoted_staging}/{}*", quote(&format!(".{name}.airlock-")));
-        // The owner is set before the mode because chown clears the setuid and setgid bits.
-        let chown = match owner {
-            Some(owner) => format!("chown {} {quoted_temporary} && ", quote(owner)),
-            None => String::new(),
-        };
+        let set_mode = set_owner_and_mode(&quoted_temporary, owner, mode);
         // One command receives, hashes, compares and renames, so a file costs one round trip.
         // It prints the digest it computed before comparing it, for the error below.
         // The tests before `mkdir` and `rm` are shell built-ins: on a host that receives many
@@ -417,7 +413,7 @@ impl Host {
             "{create_parent}{{ [ -d {parent} ] && [ -d {quoted_staging} ] || mkdir -p {parent} {quoted_staging}; }} && \
              for leftover in {leftovers}; do [ ! -e \"$leftover\" ] || rm -f \"$leftover\"; done && umask 077 && \
              received=$({}) && digest=${{received%% *}} && echo \"$digest\" && \
-             [ \"$digest\" = {} ] && {chown}chmod {mode} {quoted_temporary} && \
+             [ \"$digest\" = {} ] && {set_mode} && \
              mv -f {quoted_temporary} {quoted_path}",
             receive_command(&quoted_temporary, size),
             expected.hex()
@@ -500,12 +496,25 @@ fn receive_command(quoted_path: &str, size: u64) -> String {
 
 const RECEIVE_SCRIPT: &str = include_str!("receive.py");
 
+/// Returns a shell command that sets the owner (when given), then the mode (octal, as `chmod`
+/// takes it) of the file at `quoted_path`. The owner comes first because chown clears the setuid
+/// and setgid bits.
+pub(crate) fn set_owner_and_mode(quoted_path: &str, owner: Option<&str>, mode: &str) -> String {
+    match owner {
+        Some(owner) => format!(
+            "chown {} {quoted_path} && chmod {mode} {quoted_path}",
+            quote(owner)
+        ),
+        None => format!("chmod {mode} {quoted_path}"),
+    }
+}
+
 /// Returns a shell command that prints the SHA-256 of the file at `quoted_path` first on its
 /// output line. It uses `openssl dgst` where the host has it, because OpenSSL hashes with the
 /// CPU's SHA instructions and coreutils' `sha256sum` does not. On a 2-vCPU AMD EPYC with SHA-NI,
 /// OpenSSL 3.0 hashed 1 GiB about 3 times as fast as coreutils 9.1, which made the hash check
 /// take longer than the upload itself.
-pub(super) fn sha256_command(quoted_path: &str) -> String {
+fn sha256_command(quoted_path: &str) -> String {
     format!("{{ openssl dgst -sha256 -r {quoted_path} 2>/dev/null || sha256sum {quoted_path}; }}")
 }
 

@@ -15,8 +15,8 @@ mod target;
 
 pub(crate) use file_state::file_states_script;
 pub use file_state::{FileState, ModeMismatch, parse_file_states, split_owner};
-pub(crate) use host::parent_dir;
 pub use host::{Host, HostError, Placement, Upload};
+pub(crate) use host::{parent_dir, set_owner_and_mode};
 pub use known_hosts::{KnownHosts, KnownHostsError, Verdict, fingerprint, host_pattern_name};
 pub use lock::{HostLock, LockError, LockOwner};
 pub use passphrase::PASSPHRASE_ENV;
