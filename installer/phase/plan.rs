@@ -45,7 +45,8 @@ pub struct PlannedFile {
     pub owner: Option<String>,
     /// The mode in octal for the file's directory when the upload creates it.
     pub dir_mode: Option<String>,
-    /// How the host's copy differs from `mode` and `owner`, for a file whose bytes are in place.
+    /// The difference between the host's copy and `mode` and `owner`, for a file whose bytes are
+    /// in place.
     pub mode_mismatch: Option<ModeMismatch>,
 }
 

@@ -20,8 +20,8 @@ pub struct FileState {
     pub group: String,
 }
 
-/// How a file's mode and owner differ from the expected ones, as message text that names only the
-/// parts that differ, such as `mode 0750` and `mode 0777`.
+/// The difference between a file's mode and owner and the expected ones, as message text that
+/// names only the parts that differ, such as `mode 0750` and `mode 0777`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModeMismatch {
     pub expected: String,
@@ -97,7 +97,8 @@ pub fn parse_file_states<'a>(
 }
 
 impl FileState {
-    /// Parses a line printed by [`file_state_command`]; `None` when it has another form.
+    /// Parses a `<sha256> <mode> <uid> <gid> <user> <group>` line, as [`parse_file_states`]
+    /// joins it from the script's output; `None` when it has another form.
     pub fn parse(line: &str) -> Option<FileState> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [digest, mode, uid, gid, user, group] = fields[..] else {

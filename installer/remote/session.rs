@@ -196,7 +196,7 @@ impl ConnectError {
         }
     }
 
-    /// Returns a few words on what failed, for a host's progress line; the error itself, with
+    /// Returns a few words on what failed, for a host's progress line. The error itself, with
     /// the evidence and the fix, follows in the phase's summary.
     pub fn summary(&self) -> String {
         match self {
@@ -510,7 +510,7 @@ impl Session {
             .await
     }
 
-    /// The time limit of commands whose input is known in advance.
+    /// Returns the time limit of commands whose input is known in advance.
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
     }

@@ -295,7 +295,7 @@ def stop(host, argv):
 
 def _get_status(path, timeout):
     """The body of `GET /status` over the Unix socket at `path`, in HTTP/1.0 so that the service
-    closes the connection after its answer. Plain sockets keep `k0s status`, which installers run
+    closes the connection after its response. Plain sockets keep `k0s status`, which installers run
     often, from importing an HTTP client."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

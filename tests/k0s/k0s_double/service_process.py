@@ -1,6 +1,6 @@
 """The k0s service process itself: what the unit's ExecStart runs (`k0s controller ...` or
 `k0s worker ...`). It initializes or joins the cluster, registers the node, deploys the manifests
-and charts, imports images and answers `k0s status` on the status socket until it is stopped.
+and charts, imports images and serves `k0s status` on the status socket until it is stopped.
 
 Kept apart from the service commands in `service`, which run far more often and so import less.
 """
